@@ -1,0 +1,1 @@
+"""Official E-VQA (BEM) and InfoSeek scoring, retrieval metrics, eval runs and reports."""

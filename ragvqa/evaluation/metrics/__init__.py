@@ -1,0 +1,1 @@
+"""Scorers that reproduce the official evaluators exactly (plain Python)."""

@@ -1,0 +1,1 @@
+"""Prompts and generator backends (vLLM server, in-process vLLM, transformers, offline Gemma)."""

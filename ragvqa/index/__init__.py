@@ -1,0 +1,1 @@
+"""Embedding the KB and searching it (Faiss), locally or with Ray."""

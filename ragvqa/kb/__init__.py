@@ -1,0 +1,1 @@
+"""Knowledge-base building: Wikipedia sources -> sections/chunks -> parquet documents."""

@@ -1,0 +1,1 @@
+"""Streaming readers of Wikipedia sources, each yielding ragvqa.types.Page."""
