@@ -1,0 +1,196 @@
+"""The generation prompts, filled from the templates in ``ragvqa/prompts/``.
+
+- ``rag.txt``: the ReT-2 paper's prompt, word for word (reference:
+  generation.md), with ``{image}`` where the photo goes, ``{question}`` and
+  ``{contexts}`` (one ``## text`` line per retrieved document, best first).
+- ``norag.txt``: the "no RAG" row (k = 0): the same instructions without the
+  context block.
+- ``infoseek_examples.txt``: three worked examples (String, Numerical, Time),
+  written for ragvqa with invented facts, put in front of the prompt for
+  InfoSeek so answers come in the short form its exact-match scorer expects.
+
+A filled prompt is a :class:`PromptParts`: the text before the photo and the
+text after it. Each backend puts the photo between them the way its model
+family expects (:mod:`ragvqa.generation.chat_formats`); a text-only model gets
+``before + after``.
+
+The offline profile's Gemma 3 270M is a base model with no chat template and
+no eyes; :func:`gemma_completion_prompt` writes a completion-style prompt for it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+from ragvqa.errors import InputError
+
+DATASETS = ("evqa", "infoseek")
+IMAGE_SLOT = "{image}"
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    """A filled prompt, split where the photo goes.
+
+    Attributes:
+        before_image: text before the photo ("" for the plain paper prompt,
+            the worked examples for InfoSeek).
+        after_image: text after the photo (the instructions, question, context).
+    """
+
+    before_image: str
+    after_image: str
+
+    def text(self, image_token: str = "") -> str:
+        """The prompt as one string with ``image_token`` where the photo goes."""
+        return f"{self.before_image}{image_token}{self.after_image}"
+
+
+@dataclass(frozen=True)
+class WorkedExample:
+    """One InfoSeek worked example (see ``infoseek_examples.txt``)."""
+
+    kind: str
+    question: str
+    contexts: tuple[str, ...]
+    answer: str
+
+
+@functools.cache
+def load_template(name: str) -> str:
+    """The text of ``ragvqa/prompts/<name>`` (package data, works when installed)."""
+    try:
+        return resources.files("ragvqa.prompts").joinpath(name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"no prompt template named {name!r} in ragvqa/prompts") from None
+
+
+@functools.cache
+def infoseek_examples() -> tuple[WorkedExample, ...]:
+    """The three worked examples, parsed from ``infoseek_examples.txt``."""
+    examples: list[WorkedExample] = []
+    for block in load_template("infoseek_examples.txt").split("\n---\n"):
+        fields: dict[str, list[str]] = {}
+        for line in block.splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), []).append(value.strip())
+        examples.append(
+            WorkedExample(
+                kind=fields["type"][0],
+                question=fields["question"][0],
+                contexts=tuple(fields.get("context", [])),
+                answer=fields["answer"][0],
+            )
+        )
+    return tuple(examples)
+
+
+def clean_context(text: str, max_chars: int | None = None) -> str:
+    """One document's text on one line (whitespace collapsed), optionally cut.
+
+    Collapsing keeps the ``## `` markers the only line starts in the context
+    block, so the model sees where each document begins. A cut ends at a word
+    boundary and is marked with an ellipsis.
+    """
+    text = " ".join(text.split())
+    if max_chars is not None and len(text) > max_chars:
+        cut = text[:max_chars].rsplit(" ", 1)[0]
+        text = f"{cut} ..."
+    return text
+
+
+def context_block(contexts: Sequence[str], max_chars: int | None = None) -> str:
+    """``## C1\\n## C2\\n...`` as the paper's prompt lists the retrieved texts."""
+    return "\n".join(f"## {clean_context(c, max_chars)}" for c in contexts)
+
+
+def _check(question: str, dataset: str) -> str:
+    if dataset not in DATASETS:
+        raise InputError(f"unknown prompt variant {dataset!r}", hint=f"use one of {', '.join(DATASETS)}")
+    question = " ".join(question.split())
+    if not question:
+        raise InputError("the question is empty", hint="ask a question about the photo")
+    return question
+
+
+def _fill(template: str, question: str, contexts: Sequence[str], max_chars: int | None) -> PromptParts:
+    before, slot, after = template.partition(IMAGE_SLOT)
+    if not slot:  # a template without an image slot: the photo goes first
+        before, after = "", template
+    # str.replace, not str.format: questions and documents may hold braces.
+    after = after.replace("{question}", question).replace("{contexts}", context_block(contexts, max_chars))
+    return PromptParts(before, after.rstrip("\n"))
+
+
+def examples_text() -> str:
+    """The InfoSeek worked examples, each in the paper prompt's own layout."""
+    blocks = []
+    for ex in infoseek_examples():
+        parts = _fill(load_template("rag.txt"), ex.question, ex.contexts, None)
+        blocks.append(f"{parts.text()} {ex.answer}")
+    return "\n\n".join(blocks) + "\n\n"
+
+
+def build_prompt(
+    question: str,
+    contexts: Sequence[str],
+    *,
+    dataset: str = "evqa",
+    max_context_chars: int | None = None,
+) -> PromptParts:
+    """Fill the paper's prompt for one question.
+
+    Args:
+        question: the user's question.
+        contexts: texts of the retrieved documents, best first; empty = the
+            "no RAG" prompt.
+        dataset: ``"evqa"`` (the paper's prompt) or ``"infoseek"`` (the same,
+            after the three worked examples).
+        max_context_chars: cut each document to this many characters (None:
+            the whole text, as the paper does).
+    """
+    question = _check(question, dataset)
+    template = load_template("rag.txt" if contexts else "norag.txt")
+    parts = _fill(template, question, contexts, max_context_chars)
+    if dataset == "infoseek":
+        parts = PromptParts(examples_text() + parts.before_image, parts.after_image)
+    return parts
+
+
+# The example the offline base model sees before the real question. Invented
+# facts (like the InfoSeek examples), so it cannot leak any evaluation answer.
+_GEMMA_INTRO = "Answer each question with a short answer copied from its context.\n\n"
+
+
+def _gemma_block(question: str, contexts: Sequence[str], max_chars: int | None) -> str:
+    ctx = context_block(contexts, max_chars) if contexts else "## (no context)"
+    return f"Context:\n{ctx}\nQuestion: {question}\nShort answer:"
+
+
+def gemma_completion_prompt(
+    question: str,
+    contexts: Sequence[str],
+    *,
+    dataset: str = "evqa",
+    max_context_chars: int | None = 1500,
+) -> str:
+    """Completion-style prompt for a BASE text-only model (Gemma 3 270M).
+
+    A base model does not follow instructions; it continues patterns. So the
+    prompt shows solved examples (context, question, short answer on one
+    line) and ends with the real context and question and an open
+    ``Short answer:``; the model continues with one line that it mostly
+    copies from the context. The question comes after the context so the
+    answer follows right after the words it asks about. Each document is cut
+    to ``max_context_chars`` to bound CPU time.
+    """
+    question = _check(question, dataset)
+    examples = infoseek_examples() if dataset == "infoseek" else infoseek_examples()[:2]
+    shots = [f"{_gemma_block(ex.question, ex.contexts, None)} {ex.answer}" for ex in examples]
+    real = _gemma_block(question, contexts, max_context_chars)
+    return _GEMMA_INTRO + "\n\n".join([*shots, real])
