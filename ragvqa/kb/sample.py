@@ -1,0 +1,209 @@
+"""The bundled sample KB: a real Wikipedia dump sample plus a few real photos.
+
+Both ship inside PyPI packages, so the sample builds on any machine with no
+download:
+
+- the English Wikipedia pages-articles sample inside ``gensim``
+  (:func:`sample_dump_path`; 206 pages, about 106 real articles, A-titles
+  such as Astronaut, Apollo 11, Albert Einstein);
+- photos from ``scikit-image``'s ``skimage.data`` (:data:`SAMPLE_PHOTOS`),
+  each given to the one sample page it truthfully shows (the astronaut
+  portrait to "Astronaut", the lunar surface to "Apollo 11", the Hubble Deep
+  Field to "Astronomer"). The dump's own image references have no local file
+  here and are reported as missing, as they would be with any partial mirror.
+
+:data:`SAMPLE_QUESTIONS` pairs a photo with a question whose answer is in the
+text of that page (checked by the tests against the built sample KB); later
+stages (search, ask, demo, eval) use them as smoke tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ragvqa.errors import MissingDependencyError
+
+SAMPLE_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+IMAGES_SUBDIR = "images"
+PHOTOS_FILE = "sample_photos.json"
+
+
+@dataclass(frozen=True)
+class SamplePhoto:
+    """A real photo from a PyPI package, given to one page of the sample dump.
+
+    Attributes:
+        file_name: the file's name in the images dir; also the image reference
+            the page gets (a canonical MediaWiki-style name, so the resolver's
+            flat layout finds it).
+        package: the PyPI package that ships it.
+        package_path: the file inside that package (``/``-separated).
+        page_title: the sample page it is given to.
+        shows: what the photo shows (from the package's documentation).
+    """
+
+    file_name: str
+    package: str
+    package_path: str
+    page_title: str
+    shows: str
+
+
+@dataclass(frozen=True)
+class SampleQuestion:
+    """A photo + question whose answer is in a sample page.
+
+    Attributes:
+        image: file name of the photo (a :class:`SamplePhoto` ``file_name``).
+        question: the question as a user would ask it about the photo.
+        answer: a substring of the page text that answers it.
+        page_title: the page that holds the answer.
+        section_title: the section that holds it (the page title for the lead).
+    """
+
+    image: str
+    question: str
+    answer: str
+    page_title: str
+    section_title: str
+
+
+SAMPLE_PHOTOS: tuple[SamplePhoto, ...] = (
+    SamplePhoto(
+        file_name="Skimage_astronaut.png",
+        package="scikit-image",
+        package_path="skimage/data/astronaut.png",
+        page_title="Astronaut",
+        shows="NASA astronaut Eileen Collins in her official portrait, in a spacesuit (skimage.data.astronaut)",
+    ),
+    SamplePhoto(
+        file_name="Skimage_moon.png",
+        package="scikit-image",
+        package_path="skimage/data/moon.png",
+        page_title="Apollo 11",
+        shows="the surface of the Moon, where Apollo 11 landed the first people (skimage.data.moon)",
+    ),
+    SamplePhoto(
+        file_name="Skimage_hubble_deep_field.jpg",
+        package="scikit-image",
+        package_path="skimage/data/hubble_deep_field.jpg",
+        page_title="Astronomer",
+        shows="the Hubble Deep Field: galaxies imaged by the Hubble Space Telescope, the work astronomers do (skimage.data.hubble_deep_field)",
+    ),
+)
+
+SAMPLE_QUESTIONS: tuple[SampleQuestion, ...] = (
+    SampleQuestion(
+        image="Skimage_astronaut.png",
+        question="Which privately funded spacecraft's flight in 2004 created a new category of people with this job?",
+        answer="SpaceShipOne",
+        page_title="Astronaut",
+        section_title="Astronaut",
+    ),
+    SampleQuestion(
+        image="Skimage_moon.png",
+        question="What was the name of the lunar module that first landed people on this surface?",
+        answer="Eagle",
+        page_title="Apollo 11",
+        section_title="Apollo 11",
+    ),
+    SampleQuestion(
+        image="Skimage_hubble_deep_field.jpg",
+        question="About how many members does the major North American organization of the scientists who study images like this have?",
+        answer="7,000",
+        page_title="Astronomer",
+        section_title="Academic",
+    ),
+)
+
+
+def _package_root(module: str, package: str) -> Path:
+    """The install folder of ``module`` without importing it (gensim imports scipy)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            f"the sample needs the package {package!r}, which is not installed",
+            hint="install it with: pip install 'ragvqa[sample]'",
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def sample_dump_path() -> Path:
+    """Path of the English Wikipedia dump sample that ships in ``gensim`` (1.7 MB .bz2)."""
+    path = _package_root("gensim", "gensim") / "test" / "test_data" / SAMPLE_DUMP
+    if not path.is_file():
+        raise MissingDependencyError(
+            f"gensim is installed but lacks its Wikipedia sample ({path})",
+            hint="reinstall it with: pip install --force-reinstall 'gensim>=4.3'",
+        )
+    return path
+
+
+def photo_source(photo: SamplePhoto) -> Path:
+    """The photo's file inside its package."""
+    top, _, rest = photo.package_path.partition("/")
+    path = _package_root(top, photo.package) / rest
+    if not path.is_file():
+        raise MissingDependencyError(
+            f"{photo.package} is installed but lacks {photo.package_path}",
+            hint=f"reinstall it with: pip install --force-reinstall {photo.package}",
+        )
+    return path
+
+
+def write_sample_images(directory: str | Path) -> dict[str, Path]:
+    """Copy the sample photos into ``directory`` (flat layout) and describe them.
+
+    Files are byte copies of the packages' files, so reruns write the same
+    bytes. Also writes ``sample_photos.json`` (page title -> file and
+    provenance) beside them.
+
+    Returns:
+        page title -> absolute path of its photo.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    records: list[dict[str, Any]] = []
+    for photo in SAMPLE_PHOTOS:
+        target = directory / photo.file_name
+        source = photo_source(photo)
+        if not target.is_file() or target.stat().st_size != source.stat().st_size:
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(target)
+        out[photo.page_title] = target.resolve()
+        records.append(asdict(photo))
+    from ragvqa.kb.store import atomic_write_json
+
+    atomic_write_json(directory / PHOTOS_FILE, records)
+    return out
+
+
+def sample_page_images() -> dict[str, str]:
+    """Page title -> image reference (the photo's file name), as build_kb takes it."""
+    return {photo.page_title: photo.file_name for photo in SAMPLE_PHOTOS}
+
+
+def build_sample_kb(out: str | Path, **kwargs: Any):
+    """Build the sample KB into ``out``: photos in ``out/images``, then the dump.
+
+    Keyword arguments go to :func:`ragvqa.kb.build.build_kb` (protocol,
+    shard_size, force, progress, ...). Returns its BuildResult.
+    """
+    from ragvqa.kb.build import build_kb
+
+    out = Path(out)
+    images = out / IMAGES_SUBDIR
+    write_sample_images(images)
+    return build_kb(sample_dump_path(), out, images=images, page_images=sample_page_images(), **kwargs)
+
+
+def sample_questions_json() -> str:
+    """:data:`SAMPLE_QUESTIONS` as JSON (for scripts and docs)."""
+    return json.dumps([asdict(q) for q in SAMPLE_QUESTIONS], indent=2)

@@ -1,0 +1,251 @@
+"""The Encyclopedic-VQA knowledge base (``encyclopedic_kb_wiki.json``), streamed.
+
+The file is ONE JSON object (about 2M entries, several GB) mapping a Wikipedia
+URL to ``{title, section_titles[], section_texts[], image_urls[],
+image_reference_descriptions[], image_section_indices[], url, ...}``. It is
+never loaded whole: :func:`iter_entries` reads it in blocks and decodes one
+``"key": value`` member at a time with :meth:`json.JSONDecoder.raw_decode`
+over a sliding text buffer, so memory stays at one entry plus one block.
+
+``section_titles[0]`` is the page title (the lead); ``image_section_indices[j]``
+names the section that image ``j`` belongs to.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ragvqa.errors import DataError, InputError
+from ragvqa.types import ImageRef, Page, Section
+
+log = logging.getLogger(__name__)
+
+BLOCK_BYTES = 1 << 20  # read size; an entry may span many blocks
+MAX_ENTRY_CHARS = 1 << 29  # one entry larger than this means a corrupt file
+_WS = " \t\n\r"
+
+
+class _Reader:
+    """A text buffer over a binary file that knows the byte offset of its start."""
+
+    def __init__(self, path: Path, block: int) -> None:
+        self.path = path
+        self.fh = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+        self.block = block
+        self.buf = ""
+        self.pos = 0  # cursor in buf
+        self.base = 0  # byte offset of buf[0] in the file
+        self.eof = False
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def offset(self, pos: int | None = None) -> int:
+        """Byte offset in the file of buffer position ``pos`` (default: the cursor)."""
+        pos = self.pos if pos is None else pos
+        return self.base + len(self.buf[:pos].encode("utf-8"))
+
+    def fill(self) -> bool:
+        """Drop the consumed prefix and append one block; False at end of file."""
+        if self.eof:
+            return False
+        if self.pos:
+            self.base += len(self.buf[: self.pos].encode("utf-8"))
+            self.buf = self.buf[self.pos :]
+            self.pos = 0
+        data = self.fh.read(self.block)
+        try:
+            text = self.decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{self.path}: invalid UTF-8 near byte {self.base + len(self.buf.encode()) + exc.start}",
+                hint="the file is corrupt; download it again",
+            ) from exc
+        if not data:
+            self.eof = True
+            return False
+        self.buf += text
+        return True
+
+    def skip_ws(self) -> str:
+        """Advance past whitespace; the next character, or "" at end of file."""
+        while True:
+            buf, pos = self.buf, self.pos
+            while pos < len(buf) and buf[pos] in _WS:
+                pos += 1
+            self.pos = pos
+            if pos < len(buf):
+                return buf[pos]
+            if not self.fill():
+                return ""
+
+    def expect(self, chars: str, what: str) -> str:
+        """Consume one of ``chars`` after whitespace or raise DataError."""
+        char = self.skip_ws()
+        if not char or char not in chars:
+            found = repr(char) if char else "end of file"
+            raise DataError(
+                f"{self.path}: byte {self.offset()}: expected {what}, found {found}",
+                hint="the E-VQA KB JSON is truncated or malformed; download it again",
+            )
+        self.pos += 1
+        return char
+
+    def value(self, decoder: json.JSONDecoder, what: str) -> Any:
+        """Decode one JSON value at the cursor, reading more blocks as needed."""
+        self.skip_ws()
+        while True:
+            try:
+                obj, end = decoder.raw_decode(self.buf, self.pos)
+            except json.JSONDecodeError as exc:
+                # A value cut by the end of the buffer fails at (or, for a
+                # string, from its start to) the end: read one more block. Any
+                # other failure is a syntax error in the file.
+                cut = exc.pos >= len(self.buf) - 16 or exc.msg.startswith("Unterminated string")
+                if cut and len(self.buf) - self.pos > MAX_ENTRY_CHARS:
+                    raise DataError(
+                        f"{self.path}: byte {self.offset()}: {what} is larger than "
+                        f"{MAX_ENTRY_CHARS} characters",
+                        hint="the file is not an E-VQA KB JSON or is corrupt",
+                    ) from None
+                if cut and self.fill():
+                    continue
+                raise DataError(
+                    f"{self.path}: byte {self.offset(exc.pos)}: invalid JSON in {what} ({exc.msg})",
+                    hint="the E-VQA KB JSON is truncated or malformed; download it again",
+                ) from None
+            # A number (or literal) ending the buffer may continue in the next block.
+            number_cut = end == len(self.buf) and not isinstance(obj, (dict, list, str))
+            if number_cut and self.fill():
+                continue
+            self.pos = end
+            return obj
+
+
+def iter_entries(path: Path, *, block: int = BLOCK_BYTES) -> Iterator[tuple[str, Any]]:
+    """Stream ``(key, value)`` members of the top-level JSON object, in file order.
+
+    Memory: one block plus the largest entry. Raises DataError (file and byte
+    offset) when the file is not one JSON object, or is cut short.
+    """
+    reader = _Reader(path, block)
+    decoder = json.JSONDecoder()
+    try:
+        reader.fill()
+        if reader.buf.startswith("\ufeff"):
+            reader.pos = 1
+        reader.expect("{", "'{' (the E-VQA KB is one JSON object)")
+        if reader.skip_ws() == "}":
+            reader.pos += 1
+        else:
+            while True:
+                if reader.skip_ws() != '"':
+                    reader.expect('"', "a string key")
+                key = reader.value(decoder, "a key")
+                reader.expect(":", "':' after a key")
+                value = reader.value(decoder, f"the entry {key!r}")
+                yield key, value
+                if reader.expect(",}", "',' or '}'") == "}":
+                    break
+        if reader.skip_ws():
+            raise DataError(
+                f"{path}: byte {reader.offset()}: unexpected data after the top-level object",
+                hint="the file holds more than one JSON value",
+            )
+    finally:
+        reader.close()
+
+
+def entry_to_page(key: str, entry: Any) -> Page | None:
+    """One E-VQA KB entry as a Page; None when it has no usable text.
+
+    Raises:
+        ValueError: the entry lacks the E-VQA fields or they do not line up.
+    """
+    if not isinstance(entry, dict):
+        raise ValueError("entry is not an object")
+    titles = entry.get("section_titles")
+    texts = entry.get("section_texts")
+    if not isinstance(titles, list) or not isinstance(texts, list) or len(titles) != len(texts):
+        raise ValueError("section_titles/section_texts missing or of different lengths")
+    title = entry.get("title") or (titles[0] if titles else "")
+    if not isinstance(title, str) or not title:
+        raise ValueError("no title")
+    sections = [
+        Section(
+            index=i,
+            title=title if i == 0 else str(section_title or ""),
+            text=str(text or ""),
+            level=1 if i == 0 else 2,
+        )
+        for i, (section_title, text) in enumerate(zip(titles, texts, strict=True))
+    ]
+    if not any(section.text.strip() for section in sections):
+        return None
+    urls = entry.get("image_urls") or []
+    where = entry.get("image_section_indices") or []
+    captions = entry.get("image_reference_descriptions") or []
+    if not isinstance(urls, list) or not isinstance(where, list) or not isinstance(captions, list):
+        raise ValueError("image fields are not lists")
+    for j, url in enumerate(urls):
+        if not isinstance(url, str) or not url:
+            continue
+        index = where[j] if j < len(where) else 0
+        if not isinstance(index, int) or not 0 <= index < len(sections):
+            index = 0  # an image without a valid section belongs to the page's lead
+        caption = captions[j] if j < len(captions) and isinstance(captions[j], str) else ""
+        sections[index].images.append(ImageRef(ref=url, caption=caption, kind="url"))
+    url = entry.get("url") if isinstance(entry.get("url"), str) else key
+    return Page(page_id=key, title=title, url=url or key, sections=sections)
+
+
+def iter_pages(
+    path: Path,
+    *,
+    counts: collections.Counter,
+    workers: int = 1,
+    limit: int | None = None,
+    skip: int = 0,
+) -> Iterator[Page]:
+    """Pages of an E-VQA KB JSON file, in file order (see CONTRACTS.md).
+
+    Args:
+        path: ``encyclopedic_kb_wiki.json`` (or any file in its format).
+        counts: incremented: ``pages_read``, ``skipped_empty``,
+            ``skipped_malformed``. Pages passed over by ``skip`` are counted
+            as if read, so counts after a skip equal those of a full read.
+        workers: accepted for the common interface; decoding is sequential
+            (one JSON object has one reading order).
+        limit: stop after this many yielded pages.
+        skip: yieldable pages to pass over first (resume).
+    """
+    del workers
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file", hint="check the --wiki path")
+    passed = yielded = 0
+    for key, entry in iter_entries(path):
+        if limit is not None and yielded >= limit:
+            return
+        counts["pages_read"] += 1
+        try:
+            page = entry_to_page(key, entry)
+        except ValueError as exc:
+            counts["skipped_malformed"] += 1
+            log.warning("%s: entry %r skipped (%s)", path, key[:200], exc)
+            continue
+        if page is None:
+            counts["skipped_empty"] += 1
+            continue
+        if passed < skip:
+            passed += 1
+            continue
+        yielded += 1
+        yield page

@@ -1,0 +1,147 @@
+"""The InfoSeek Wiki6M knowledge base (``Wiki6M_ver_1_0.jsonl`` or ``.jsonl.gz``), streamed.
+
+One page per line: ``wikidata_id``, ``wikipedia_title``, ``wikipedia_content``,
+``wikipedia_image_url`` (may be null), ``wikipedia_summary``. Subsets (e.g.
+the 100k-page lists papers use) are files in the same format.
+
+A page becomes one lead section holding the whole content (the InfoSeek
+protocol cuts it into 100-word chunks) and its image becomes the page image.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import json
+import logging
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from ragvqa.errors import DataError, InputError
+from ragvqa.types import ImageRef, Page, Section
+
+log = logging.getLogger(__name__)
+
+# This many invalid lines in a row mean the file is not Wiki6M JSONL at all.
+MAX_BAD_RUN = 20
+
+
+def wikipedia_url(title: str) -> str:
+    """The English Wikipedia URL of a page title."""
+    return "https://en.wikipedia.org/wiki/" + quote(title.replace(" ", "_"), safe="()_,'!-.:/")
+
+
+def record_to_page(record: Any) -> Page | None:
+    """One Wiki6M record as a Page; None when it has no content.
+
+    Raises:
+        ValueError: the record lacks ``wikipedia_title`` or has wrong types.
+    """
+    if not isinstance(record, dict):
+        raise ValueError("line is not a JSON object")
+    title = record.get("wikipedia_title")
+    content = record.get("wikipedia_content")
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError("no wikipedia_title")
+    if content is None:
+        content = record.get("wikipedia_summary") or ""
+    if not isinstance(content, str):
+        raise ValueError("wikipedia_content is not a string")
+    if not content.strip():
+        return None
+    image_url = record.get("wikipedia_image_url")
+    image = ImageRef(ref=image_url, kind="url") if isinstance(image_url, str) and image_url else None
+    page_id = record.get("wikidata_id")
+    page_id = str(page_id) if page_id else title
+    section = Section(index=0, title=title, text=content, level=1)
+    return Page(page_id=page_id, title=title, url=wikipedia_url(title), sections=[section], page_image=image)
+
+
+def _open(path: Path):
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")  # noqa: SIM115 - closed by the caller's with
+
+
+def iter_pages(
+    path: Path,
+    *,
+    counts: collections.Counter,
+    workers: int = 1,
+    limit: int | None = None,
+    skip: int = 0,
+) -> Iterator[Page]:
+    """Pages of a Wiki6M JSONL(.gz) file, in line order (see CONTRACTS.md).
+
+    Args:
+        path: a ``.jsonl`` or ``.jsonl.gz`` file.
+        counts: incremented: ``pages_read``, ``skipped_empty``,
+            ``skipped_malformed`` (an invalid line: logged with its number and
+            skipped). Pages passed over by ``skip`` are counted as if read.
+        workers: accepted for the common interface; lines are decoded in
+            order in this process (json decoding runs at well over the speed
+            that splitting and writing documents can absorb).
+        limit: stop after this many yielded pages.
+        skip: yieldable pages to pass over first (resume).
+
+    Raises:
+        DataError: the file is cut short or corrupt (a truncated or bad
+            ``.gz``), not UTF-8, or not JSONL at all (its first record line,
+            or 20 lines in a row, invalid); the message names the line and
+            the byte offset (of the uncompressed stream for ``.gz``).
+    """
+    del workers
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file", hint="check the --wiki path")
+    passed = yielded = 0
+    line_no = 0
+    offset = 0  # byte offset of the current line (uncompressed)
+    bad_run = 0
+    seen_record = False
+    with _open(path) as fh:
+        while True:
+            if limit is not None and yielded >= limit:
+                return
+            try:
+                raw = fh.readline()
+            except (EOFError, OSError, zlib.error) as exc:
+                raise DataError(
+                    f"{path}: line {line_no + 1} (uncompressed byte {offset}): "
+                    f"the compressed file is truncated or corrupt ({exc})",
+                    hint="download the file again",
+                ) from None
+            if not raw:
+                return
+            line_no += 1
+            start, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            counts["pages_read"] += 1
+            try:
+                record = json.loads(raw)
+                page = record_to_page(record)
+            except (ValueError, UnicodeDecodeError) as exc:
+                bad_run += 1
+                if not seen_record or bad_run >= MAX_BAD_RUN:
+                    raise DataError(
+                        f"{path}: line {line_no} (byte {start}): invalid Wiki6M JSON line "
+                        f"({str(exc).splitlines()[0][:200]})",
+                        hint="expected one JSON object per line with wikipedia_title and wikipedia_content",
+                    ) from None
+                counts["skipped_malformed"] += 1
+                log.warning("%s: line %d (byte %d): skipped (%s)", path, line_no, start, exc)
+                continue
+            bad_run = 0
+            seen_record = True
+            if page is None:
+                counts["skipped_empty"] += 1
+                continue
+            if passed < skip:
+                passed += 1
+                continue
+            yielded += 1
+            yield page
