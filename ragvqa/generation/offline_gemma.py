@@ -107,7 +107,13 @@ def _convert(target: Path) -> None:
         out = workdir / "model"
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(workdir), gguf_file=gguf_path.name)
         model = transformers.AutoModelForCausalLM.from_pretrained(str(workdir), gguf_file=gguf_path.name)
-        model.save_pretrained(out, safe_serialization=True)
+        # The GGUF loader dequantises every weight to a plain float tensor but
+        # leaves the model marked "quantized with gguf", which save_pretrained
+        # refuses; drop the marker so the dense weights are written as is.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         del model
         (out / DONE_FILE).write_text(
