@@ -41,7 +41,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -372,11 +372,10 @@ class _Fetcher:
         return "done"
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL state file; a torn last line (a kill) is skipped."""
-    rows: list[dict[str, Any]] = []
+def _read_jsonl(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    """(object, line) of a JSONL state file, streamed; a torn line (a kill) is skipped."""
     if not path.is_file():
-        return rows
+        return
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -387,8 +386,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                 log.warning("%s line %d: not JSON (a torn write?), ignored", path, lineno)
                 continue
             if isinstance(row, dict):
-                rows.append(row)
-    return rows
+                yield row, line.rstrip("\n")
 
 
 def collect_missing_refs(kb_dir: str | Path) -> tuple[list[str], collections.Counter]:
@@ -462,140 +460,108 @@ def download_refs(
     counts: collections.Counter = collections.Counter()
     started = _now()
 
-    ledger = {row["path"]: row for row in _read_jsonl(ledger_path) if isinstance(row.get("path"), str)}
-    previous_failures = {row["ref"]: row for row in _read_jsonl(failures_path) if isinstance(row.get("ref"), str)}
-    failures: list[dict[str, Any]] = []
-
-    ledger_fh = ledger_path.open("a", encoding="utf-8")
-
-    def record_ok(res: FetchResult, *, verified_local: bool = False) -> None:
-        row = {
-            "ref": res.ref, "url": res.url, "path": res.path, "sha256": res.sha256, "bytes": res.bytes,
-            "format": res.format, "width": res.width, "height": res.height, "fetched_at": _now(),
-        }
-        if verified_local:
-            row["found_local"] = True
-        ledger_fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        ledger_fh.flush()
-        ledger[res.path] = row
-
-    # Plan: decide per ref whether it needs a request.
-    todo: list[tuple[str, str]] = []
-    planned: set[str] = set()
-    for ref in refs:
-        counts["refs"] += 1
-        try:
-            rel = wikimedia_relpath(ref)
-        except InputError as exc:
-            counts["invalid_ref"] += 1
-            failures.append({"ref": ref, "url": "", "status": None, "error": exc.one_line(), "attempts": 0, "permanent": True})
-            continue
-        if rel in planned:
-            counts["duplicate_name"] += 1
-            continue
-        planned.add(rel)
-        if os.path.splitext(rel)[1].lower() in NON_IMAGE_EXT:
-            counts["non_image_type"] += 1
-            failures.append({"ref": ref, "url": "", "status": None, "error": "not an image file type", "attempts": 0, "permanent": True})
-            continue
-        target = out / rel
-        if target.is_file():
-            entry = ledger.get(rel)
-            size = target.stat().st_size
-            if entry is not None and entry.get("bytes") == size and (
-                not config.verify_existing or _sha256_file(target) == entry.get("sha256")
-            ):
-                counts["already_present"] += 1
-                continue
-            if entry is None:  # put there by someone else: check and adopt it
-                try:
-                    fmt, width, height = verify_image(target)
-                except ValueError as exc:
-                    log.warning("%s is not a usable image (%s): downloading it again", target, exc)
-                else:
-                    res = FetchResult(ref=ref, path=rel, ok=True, sha256=_sha256_file(target), bytes=size,
-                                      format=fmt, width=width, height=height)
-                    record_ok(res, verified_local=True)
-                    counts["already_present"] += 1
-                    continue
-        previous = previous_failures.get(ref)
-        if previous is not None and previous.get("permanent") and not config.retry_failed:
-            counts["skipped_previous_failure"] += 1
-            failures.append({**previous, "from_previous_run": True})
-            continue
-        todo.append((ref, rel))
-    if config.limit is not None:
-        counts["deferred_by_limit"] = max(0, len(todo) - config.limit)
-        todo = todo[: config.limit]
-    log.info("%d refs: %d to download, %d already present", counts["refs"], len(todo), counts["already_present"])
-
-    fetcher = _Fetcher(out, config, stop)
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="img", desc="fetch-images")
-    interrupted = False
-    pending: set[Future] = set()
-    it = iter(todo)
-
+    # Compact in-memory state (millions of refs): path -> (bytes, sha256) of
+    # stored files; ref -> (permanent, JSON line) of the last run's failures.
+    ledger: dict[str, tuple[int, str]] = {
+        row["path"]: (row.get("bytes"), row.get("sha256"))
+        for row, _ in _read_jsonl(ledger_path)
+        if isinstance(row.get("path"), str)
+    }
+    previous_failures: dict[str, tuple[bool, str]] = {
+        row["ref"]: (bool(row.get("permanent")), line)
+        for row, line in _read_jsonl(failures_path)
+        if isinstance(row.get("ref"), str)
+    }
+    # This run's failures stream to a temp file that replaces failures.jsonl at the end.
+    failures_tmp = state / f".{FAILURES}.tmp"
     unfinished: list[str] = []
+    interrupted = False
+    with ledger_path.open("a", encoding="utf-8") as ledger_fh, failures_tmp.open("w", encoding="utf-8") as failures_fh:
 
-    def handle(res: FetchResult) -> None:
-        counts["retries"] += max(0, res.attempts - 1)
-        if res.cancelled:
-            counts["cancelled"] += 1
-            unfinished.append(res.ref)
-            return
-        if res.ok:
-            counts["downloaded"] += 1
-            counts["bytes_downloaded"] += res.bytes
-            record_ok(res)
-        else:
-            counts["failed"] += 1
-            counts["failed_permanent"] += int(res.permanent)
-            failures.append({"ref": res.ref, "url": res.url, "status": res.status, "error": res.error,
+        def add_failure(row: dict[str, Any]) -> None:
+            failures_fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+        def record_ok(res: FetchResult, *, found_local: bool = False) -> None:
+            row = {
+                "ref": res.ref, "url": res.url, "path": res.path, "sha256": res.sha256, "bytes": res.bytes,
+                "format": res.format, "width": res.width, "height": res.height, "fetched_at": _now(),
+            }
+            if found_local:
+                row["found_local"] = True
+            ledger_fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            ledger_fh.flush()  # a kill loses at most the line being written
+            ledger[res.path] = (res.bytes, res.sha256)
+
+        todo = _plan(refs, out, config, ledger, previous_failures, counts, add_failure, record_ok)
+        log.info("%d refs: %d to download, %d already present", counts["refs"], len(todo), counts["already_present"])
+
+        bar = None
+        if progress and todo:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), unit="img", desc="fetch-images")
+
+        def handle(res: FetchResult) -> None:
+            counts["retries"] += max(0, res.attempts - 1)
+            if res.cancelled:
+                unfinished.append(res.ref)
+                return
+            if res.ok:
+                counts["downloaded"] += 1
+                counts["bytes_downloaded"] += res.bytes
+                record_ok(res)
+            else:
+                counts["failed"] += 1
+                counts["failed_permanent"] += int(res.permanent)
+                add_failure({"ref": res.ref, "url": res.url, "status": res.status, "error": res.error,
                              "attempts": res.attempts, "permanent": res.permanent})
-        if bar is not None:
-            bar.update(1)
-        if on_result is not None:
-            on_result(res)
+            if bar is not None:
+                bar.update(1)
+            if on_result is not None and not interrupted:
+                on_result(res)
 
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, config.concurrency), thread_name_prefix="fetch") as pool:
-            try:
-                while True:
-                    # Bounded submission: at most 2x concurrency futures alive.
-                    while not stop.is_set() and len(pending) < 2 * max(1, config.concurrency):
-                        item = next(it, None)
-                        if item is None:
+        fetcher = _Fetcher(out, config, stop)
+        it = iter(todo)
+        pending: dict[Future, str] = {}
+        workers = max(1, config.concurrency)
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+                try:
+                    while True:
+                        # Bounded submission: at most 2x concurrency futures alive.
+                        while not stop.is_set() and len(pending) < 2 * workers:
+                            item = next(it, None)
+                            if item is None:
+                                break
+                            pending[pool.submit(fetcher.fetch, *item)] = item[0]
+                        if not pending:
                             break
-                        pending.add(pool.submit(fetcher.fetch, *item))
-                    if not pending:
-                        break
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        handle(fut.result())
-            except KeyboardInterrupt:
-                interrupted = True
-                stop.set()
-                for fut in pending:
-                    fut.cancel()
-                for fut in pending:
-                    if not fut.cancelled():
-                        handle(fut.result())
-                pending = set()
-    finally:
-        fetcher.close()
-        ledger_fh.close()
-        if bar is not None:
-            bar.close()
-    unfinished.extend(ref for ref, _ in it)
+                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            del pending[fut]
+                            handle(fut.result())
+                except KeyboardInterrupt:
+                    interrupted = True  # also mutes on_result while draining
+                    stop.set()
+                    for fut, ref in pending.items():
+                        if fut.cancel():
+                            unfinished.append(ref)
+                        else:
+                            handle(fut.result())
+        finally:
+            fetcher.close()
+            if bar is not None:
+                bar.close()
+        unfinished.extend(ref for ref, _ in it)
+        # Refs not attempted because of a stop keep their previous failure record.
+        for ref in unfinished:
+            if ref in previous_failures:
+                failures_fh.write(previous_failures[ref][1] + "\n")
+        failures_fh.flush()
+        os.fsync(failures_fh.fileno())
+    os.replace(failures_tmp, failures_path)
     counts["cancelled"] = len(unfinished)
     status = "interrupted" if interrupted or unfinished else "complete"
-    # Refs not attempted because of a stop keep their previous failure record.
-    failures.extend(previous_failures[ref] for ref in unfinished if ref in previous_failures)
-    _write_jsonl(failures_path, failures)
     summary: dict[str, Any] = {
         "status": status,
         "started": started,
@@ -617,10 +583,64 @@ def download_refs(
     return summary
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    from ragvqa.kb.store import atomic_write_bytes
-
-    atomic_write_bytes(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+def _plan(
+    refs: Iterable[str],
+    out: Path,
+    config: FetchConfig,
+    ledger: dict[str, tuple[int, str]],
+    previous_failures: dict[str, tuple[bool, str]],
+    counts: collections.Counter,
+    add_failure: Callable[[dict[str, Any]], None],
+    record_ok: Callable[..., None],
+) -> list[tuple[str, str]]:
+    """Decide per ref whether it needs a request -> [(ref, relpath)] to download."""
+    todo: list[tuple[str, str]] = []
+    planned: set[str] = set()
+    for ref in refs:
+        counts["refs"] += 1
+        try:
+            rel = wikimedia_relpath(ref)
+        except InputError as exc:
+            counts["invalid_ref"] += 1
+            add_failure({"ref": ref, "url": "", "status": None, "error": exc.one_line(), "attempts": 0, "permanent": True})
+            continue
+        if rel in planned:
+            counts["duplicate_name"] += 1
+            continue
+        planned.add(rel)
+        if os.path.splitext(rel)[1].lower() in NON_IMAGE_EXT:
+            counts["non_image_type"] += 1
+            add_failure({"ref": ref, "url": "", "status": None, "error": "not an image file type", "attempts": 0, "permanent": True})
+            continue
+        target = out / rel
+        if target.is_file():
+            entry = ledger.get(rel)
+            size = target.stat().st_size
+            if entry is not None and entry[0] == size and (
+                not config.verify_existing or _sha256_file(target) == entry[1]
+            ):
+                counts["already_present"] += 1
+                continue
+            if entry is None:  # put there by someone else (a mirror copy): check and adopt it
+                try:
+                    fmt, width, height = verify_image(target)
+                except ValueError as exc:
+                    log.warning("%s is not a usable image (%s): downloading it again", target, exc)
+                else:
+                    record_ok(FetchResult(ref=ref, path=rel, ok=True, sha256=_sha256_file(target), bytes=size,
+                                          format=fmt, width=width, height=height), found_local=True)
+                    counts["already_present"] += 1
+                    continue
+        previous = previous_failures.get(ref)
+        if previous is not None and previous[0] and not config.retry_failed:
+            counts["skipped_previous_failure"] += 1
+            add_failure({**json.loads(previous[1]), "from_previous_run": True})
+            continue
+        todo.append((ref, rel))
+    if config.limit is not None:
+        counts["deferred_by_limit"] = max(0, len(todo) - config.limit)
+        del todo[config.limit :]
+    return todo
 
 
 def fetch_images(

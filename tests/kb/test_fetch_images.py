@@ -358,3 +358,23 @@ def test_fetch_refuses_unfinished_kb(tmp_path):
     atomic_write_json(kb / MANIFEST, {"status": "in_progress", "shards": []})
     with pytest.raises(KnowledgeBaseError, match="not finished"):
         fetch_images(kb, tmp_path / "images")
+
+
+def test_ctrl_c_writes_the_report_and_a_rerun_finishes(tmp_path, server):
+    server.reset()
+    names = [f"Bird_{i}.png" for i in range(6)]
+    out = tmp_path / "images"
+
+    def on_result(res):
+        raise KeyboardInterrupt  # Ctrl-C right after the first stored file
+
+    with pytest.raises(KeyboardInterrupt):
+        download_refs(names, out, fast_config(server, concurrency=1), on_result=on_result)
+    report = json.loads((out / STATE_DIR / REPORT).read_text())
+    assert report["status"] == "interrupted" and report["counts"]["downloaded"] >= 1
+    assert report["counts"]["downloaded"] + report["counts"]["cancelled"] == 6
+    assert len(read_jsonl(out / STATE_DIR / LEDGER)) == report["counts"]["downloaded"]
+    rerun = download_refs(names, out, fast_config(server))
+    assert rerun["status"] == "complete"
+    assert rerun["counts"]["downloaded"] == 6 - report["counts"]["downloaded"]
+    assert all((out / wikimedia_relpath(n)).is_file() for n in names)
