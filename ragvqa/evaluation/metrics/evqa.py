@@ -96,7 +96,9 @@ def multi_answer_iou(reference: str, candidate: str) -> float:
     """
     ref_items, cand_items = multi_answer_items(reference, candidate)
     if not ref_items:
-        raise InvalidReferenceError(f"multi_answer reference {reference!r} has no item after normalisation")
+        raise InvalidReferenceError(
+            f"multi_answer reference {reference!r} has no item after normalisation"
+        )
     return len(ref_items & cand_items) / len(ref_items | cand_items)
 
 
@@ -180,7 +182,9 @@ class EVQAResult:
         out: dict = {}
         scores = self.per_question
         out["accuracy_all"] = _pct([s.score for s in scores])
-        out["accuracy_single_hop"] = _pct([s.score for s in scores if s.question_type in SINGLE_HOP_TYPES])
+        out["accuracy_single_hop"] = _pct(
+            [s.score for s in scores if s.question_type in SINGLE_HOP_TYPES]
+        )
         for qtype in QUESTION_TYPES:
             values = [s.score for s in scores if s.question_type == qtype]
             out[f"accuracy_{qtype}"] = _pct(values)
@@ -191,7 +195,9 @@ class EVQAResult:
         out["bem_matches"] = sum(1 for s in scores if s.matched_by == "bem")
         out["bem"] = self.used_bem
         if not self.used_bem:
-            out["note"] = "exact match only (--no-bem): BEM was not run, so these are lower bounds of the official scores"
+            out["note"] = (
+                "exact match only (--no-bem): BEM was not run, so these are lower bounds of the official scores"
+            )
         out["counts"] = dict(sorted(self.counts.items()))
         return out
 
@@ -203,7 +209,9 @@ def _pct(values: Sequence[float]) -> float | None:
     return round(100.0 * sum(values) / len(values), 2)
 
 
-def score_evqa(items: Iterable[EVQAItem], bem: BemFn | None, *, bem_batch_size: int = 32) -> EVQAResult:
+def score_evqa(
+    items: Iterable[EVQAItem], bem: BemFn | None, *, bem_batch_size: int = 32
+) -> EVQAResult:
     """Score E-VQA predictions with the official rules.
 
     Exact match runs first on every reference; BEM runs (batched) only for the
@@ -243,7 +251,9 @@ def score_evqa(items: Iterable[EVQAItem], bem: BemFn | None, *, bem_batch_size: 
             if hit:
                 matched = True
                 break
-            bem_inputs.append(bem_example(item.question, reference, item.prediction, item.question_type))
+            bem_inputs.append(
+                bem_example(item.question, reference, item.prediction, item.question_type)
+            )
         if not used:
             counts["skipped_empty_reference"] += 1
             continue

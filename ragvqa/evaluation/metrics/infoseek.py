@@ -63,7 +63,9 @@ def string_match(prediction: str, answers: Sequence[str]) -> bool:
 
 def clean_range_text(text: str) -> str:
     """Every ``-`` directly after a digit becomes `` - `` ("120-170" -> "120 - 170")."""
-    return "".join(" - " if ch == "-" and i >= 1 and text[i - 1].isdigit() else ch for i, ch in enumerate(text))
+    return "".join(
+        " - " if ch == "-" and i >= 1 and text[i - 1].isdigit() else ch for i, ch in enumerate(text)
+    )
 
 
 def parse_numerical(text: str) -> float | list[float]:
@@ -205,7 +207,12 @@ def prepare_references(
                 continue
             first = answer_eval[0] if isinstance(answer_eval, list) else answer_eval
             out[data_id] = InfoSeekReference(
-                data_id, qtype, split, answer_range=(low, high), wikidata=first.get("wikidata"), raw=row
+                data_id,
+                qtype,
+                split,
+                answer_range=(low, high),
+                wikidata=first.get("wikidata"),
+                raw=row,
             )
         else:
             if not isinstance(answer_eval, list) or not answer_eval:
@@ -237,7 +244,9 @@ def _ratio(correct: int, n: int) -> float:
 
 def _split_score(outcomes: list[tuple[str, bool]]) -> dict[str, float]:
     """The official per-split dict from (kind, correct) outcomes."""
-    by_kind = {kind: [ok for k, ok in outcomes if k == kind] for kind in ("time", "numerical", "string")}
+    by_kind = {
+        kind: [ok for k, ok in outcomes if k == kind] for kind in ("time", "numerical", "string")
+    }
     # The official script pools the lists in the order time + quantity + entity;
     # the order does not change sum/len, the arithmetic below is the same.
     total = sum(ok for _, ok in outcomes)
@@ -265,7 +274,9 @@ class InfoSeekResult:
         return out
 
 
-def score_infoseek(predictions: Iterable[dict], references: dict[str, InfoSeekReference]) -> InfoSeekResult:
+def score_infoseek(
+    predictions: Iterable[dict], references: dict[str, InfoSeekReference]
+) -> InfoSeekResult:
     """Score predictions with the official rules.
 
     Args:
@@ -300,8 +311,13 @@ def score_infoseek(predictions: Iterable[dict], references: dict[str, InfoSeekRe
         outcomes[reference.split].append((reference.kind, ok))
         counts["matched_predictions"] += 1
         per_question.append(
-            {"data_id": data_id, "split": reference.split, "question_type": reference.question_type,
-             "prediction": prediction, "correct": bool(ok)}
+            {
+                "data_id": data_id,
+                "split": reference.split,
+                "question_type": reference.question_type,
+                "prediction": prediction,
+                "correct": bool(ok),
+            }
         )
     counts["missing_predictions"] = sum(1 for qid in references if qid not in seen)
     split_scores = {s: _split_score(outcomes[s]) for s in SPLITS}
@@ -309,7 +325,10 @@ def score_infoseek(predictions: Iterable[dict], references: dict[str, InfoSeekRe
         counts[f"n_{s}"] = len(outcomes[s])
     scores = {
         "final_score": round(
-            harmonic_mean(split_scores["unseen_question"]["score"], split_scores["unseen_entity"]["score"]), 2
+            harmonic_mean(
+                split_scores["unseen_question"]["score"], split_scores["unseen_entity"]["score"]
+            ),
+            2,
         ),
         "unseen_question_score": split_scores["unseen_question"],
         "unseen_entity_score": split_scores["unseen_entity"],

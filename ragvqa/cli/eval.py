@@ -1,0 +1,113 @@
+"""``ragvqa eval``: run the RAG pipeline on E-VQA or InfoSeek and score it.
+
+    ragvqa eval --dataset evqa --questions test.csv --images IMG_DIR --kb KB_DIR --profile offline --out runs/evqa
+    ragvqa eval --dataset infoseek --questions infoseek_val_withkb.jsonl --qtypes infoseek_val_qtype.jsonl \\
+        --images IMG_DIR --kb KB_DIR --out runs/infoseek --limit 100
+
+Writes predictions.jsonl, retrieval.jsonl, metrics.json, report.md and
+recall.png in the run directory; rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate retrieval + generation on E-VQA or InfoSeek (resumable)",
+        description="Retrieve, generate and score a question set; writes a report in --out.",
+    )
+    parser.add_argument("--dataset", required=True, choices=["evqa", "infoseek"])
+    parser.add_argument("--questions", required=True, type=Path, help="E-VQA CSV or InfoSeek JSONL")
+    parser.add_argument(
+        "--qtypes", type=Path, help="InfoSeek question types JSONL (infoseek_val_qtype.jsonl)"
+    )
+    parser.add_argument("--images", required=True, type=Path, help="the dataset's image root")
+    parser.add_argument(
+        "--kb", required=True, type=Path, help="knowledge base dir (embedded with the retriever)"
+    )
+    parser.add_argument("--profile", default="offline", help="profile name (default: offline)")
+    parser.add_argument("--retriever", help="retriever spec overriding the profile's (KIND:ARG)")
+    parser.add_argument("--limit", type=int, help="first N questions only")
+    parser.add_argument(
+        "--k", type=int, help="documents given to the generator (default: the profile's, 3)"
+    )
+    parser.add_argument(
+        "--retrieve-k", type=int, default=100, help="documents retrieved for Recall@K (default 100)"
+    )
+    parser.add_argument("--batch-size", type=int, default=8, help="questions per batch")
+    parser.add_argument(
+        "--out", type=Path, help="run directory (default: runs/<dataset>-<profile>)"
+    )
+    parser.add_argument(
+        "--retrieval-only", action="store_true", help="stop after retrieval metrics"
+    )
+    parser.add_argument(
+        "--bem", help="BEM model dir for E-VQA (default: exact match only, said in the report)"
+    )
+    parser.add_argument(
+        "--bem-layout", choices=["official", "pair"], help="BEM segment layout override"
+    )
+    parser.add_argument("--inat-map", type=Path, help="E-VQA: iNaturalist id -> image file JSON")
+    parser.add_argument(
+        "--samples", type=int, default=3, help="right and wrong answers shown in the report"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ragvqa.errors import InputError
+    from ragvqa.evaluation.runner import EvalConfig, run_eval
+
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be 1 or more, not {args.limit}")
+    if args.retrieve_k < 1:
+        raise InputError(f"--retrieve-k must be 1 or more, not {args.retrieve_k}")
+    out = args.out or Path("runs") / f"{args.dataset}-{args.profile}"
+    config = EvalConfig(
+        dataset=args.dataset,
+        questions=args.questions,
+        images=args.images,
+        kb=args.kb,
+        out=out,
+        qtypes=args.qtypes,
+        profile=args.profile,
+        retriever=args.retriever,
+        limit=args.limit,
+        k=args.k,
+        retrieve_k=args.retrieve_k,
+        batch_size=args.batch_size,
+        retrieval_only=args.retrieval_only,
+        bem=args.bem,
+        bem_layout=args.bem_layout,
+        inat_map=args.inat_map,
+        samples=args.samples,
+    )
+    metrics = run_eval(config, progress=not args.no_progress)
+    summary = {
+        "run_dir": str(out),
+        "retrieval": {k: v for k, v in metrics["retrieval"].items() if "@" in k},
+    }
+    answers = metrics.get("answers")
+    if answers:
+        if args.dataset == "evqa":
+            summary["answers"] = {
+                k: answers.get(k) for k in ("accuracy_all", "accuracy_single_hop", "n", "bem")
+            }
+        else:
+            summary["answers"] = {
+                k: answers.get(k)
+                for k in ("final_score", "unseen_question_score", "unseen_entity_score")
+            }
+    summary["counts"] = metrics.get("counts", {})
+    for notice in metrics.get("notices", []):
+        summary.setdefault("notices", []).append(notice)
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    print(f"report: {out / 'report.md'}")
+    return 0
