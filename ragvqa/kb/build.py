@@ -482,11 +482,11 @@ class _Builder:
         file_no = int(checkpoint["file_no"])
         pages_in_file = int(checkpoint["pages_in_file"])
         pages_total = int(checkpoint["pages_total"])
-        # Source counts up to the start of the current file: the readers count
-        # skipped pages as read, so a resumed file's counter is rebuilt whole.
+        # Source counts up to the start of the current file. Readers do not
+        # count what skip= passes over, so a resumed file starts from the
+        # counts the checkpoint saved for it.
         counts_before_file = _restore_counter(checkpoint["source_counts_before_file"])
         module = _source_module(c.format)
-        skip_counts_as_read = getattr(module, "SKIP_COUNTS_AS_READ", True)
         docs: list[Document] = []
         missing: dict[str, dict[str, Any]] = {}
         shard_pages = 0
@@ -505,11 +505,8 @@ class _Builder:
                     break
                 file_counts: collections.Counter = collections.Counter()
                 skip = pages_in_file
-                if skip and not skip_counts_as_read:
-                    # This reader's skip does not count what it passes over:
-                    # start from the checkpoint's own source counts.
-                    saved = _restore_counter(checkpoint["source_counts_file"])
-                    file_counts.update(saved)
+                if skip:
+                    file_counts.update(_restore_counter(checkpoint["source_counts_file"]))
                 pages = module.iter_pages(
                     Path(c.sources[file_no]),
                     counts=file_counts,

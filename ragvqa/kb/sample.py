@@ -107,17 +107,17 @@ SAMPLE_QUESTIONS: tuple[SampleQuestion, ...] = (
     ),
     SampleQuestion(
         image="Skimage_moon.png",
-        question="What was the name of the lunar module that first landed people on this surface?",
-        answer="Eagle",
+        question="Who became the first person to step onto this surface?",
+        answer="Neil Armstrong",
         page_title="Apollo 11",
         section_title="Apollo 11",
     ),
     SampleQuestion(
         image="Skimage_hubble_deep_field.jpg",
-        question="About how many members does the major North American organization of the scientists who study images like this have?",
-        answer="7,000",
+        question="Which related but distinct subject studies the Universe as a whole, rather than objects like the ones in this picture?",
+        answer="cosmology",
         page_title="Astronomer",
-        section_title="Academic",
+        section_title="Astronomer",
     ),
 )
 

@@ -117,8 +117,9 @@ class _Reader:
                     ) from None
                 if cut and self.fill():
                     continue
+                problem = "the file ends inside" if cut else "invalid JSON in"
                 raise DataError(
-                    f"{self.path}: byte {self.offset(exc.pos)}: invalid JSON in {what} ({exc.msg})",
+                    f"{self.path}: byte {self.offset(exc.pos)}: {problem} {what} ({exc.msg})",
                     hint="the E-VQA KB JSON is truncated or malformed; download it again",
                 ) from None
             # A number (or literal) ending the buffer may continue in the next block.
@@ -138,7 +139,8 @@ def iter_entries(path: Path, *, block: int = BLOCK_BYTES) -> Iterator[tuple[str,
     reader = _Reader(path, block)
     decoder = json.JSONDecoder()
     try:
-        reader.fill()
+        while not reader.buf and reader.fill():
+            pass  # a block may end inside a multi-byte character
         if reader.buf.startswith("\ufeff"):
             reader.pos = 1
         reader.expect("{", "'{' (the E-VQA KB is one JSON object)")
@@ -219,8 +221,9 @@ def iter_pages(
     Args:
         path: ``encyclopedic_kb_wiki.json`` (or any file in its format).
         counts: incremented: ``pages_read``, ``skipped_empty``,
-            ``skipped_malformed``. Pages passed over by ``skip`` are counted
-            as if read, so counts after a skip equal those of a full read.
+            ``skipped_malformed``. Nothing up to and including the last page
+            passed over by ``skip`` is counted (the run that yielded those
+            pages counted them), as in the MediaWiki reader.
         workers: accepted for the common interface; decoding is sequential
             (one JSON object has one reading order).
         limit: stop after this many yielded pages.
@@ -234,18 +237,23 @@ def iter_pages(
     for key, entry in iter_entries(path):
         if limit is not None and yielded >= limit:
             return
-        counts["pages_read"] += 1
         try:
             page = entry_to_page(key, entry)
         except ValueError as exc:
+            page, problem = None, exc
+        else:
+            problem = None
+        if passed < skip:
+            # Passed over: the run that yielded these pages counted them.
+            passed += page is not None
+            continue
+        counts["pages_read"] += 1
+        if problem is not None:
             counts["skipped_malformed"] += 1
-            log.warning("%s: entry %r skipped (%s)", path, key[:200], exc)
+            log.warning("%s: entry %r skipped (%s)", path, key[:200], problem)
             continue
         if page is None:
             counts["skipped_empty"] += 1
-            continue
-        if passed < skip:
-            passed += 1
             continue
         yielded += 1
         yield page

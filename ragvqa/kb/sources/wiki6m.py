@@ -80,7 +80,9 @@ def iter_pages(
         path: a ``.jsonl`` or ``.jsonl.gz`` file.
         counts: incremented: ``pages_read``, ``skipped_empty``,
             ``skipped_malformed`` (an invalid line: logged with its number and
-            skipped). Pages passed over by ``skip`` are counted as if read.
+            skipped). Nothing up to and including the last page passed
+            over by ``skip`` is counted (the run that yielded those pages
+            counted them), as in the MediaWiki reader.
         workers: accepted for the common interface; lines are decoded in
             order in this process (json decoding runs at well over the speed
             that splitting and writing documents can absorb).
@@ -120,12 +122,14 @@ def iter_pages(
             start, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
-            counts["pages_read"] += 1
             try:
                 record = json.loads(raw)
                 page = record_to_page(record)
             except (ValueError, UnicodeDecodeError) as exc:
+                if passed < skip and seen_record:
+                    continue  # passed over (counted by the run that yielded it)
                 bad_run += 1
+                counts["pages_read"] += 1
                 if not seen_record or bad_run >= MAX_BAD_RUN:
                     raise DataError(
                         f"{path}: line {line_no} (byte {start}): invalid Wiki6M JSON line "
@@ -137,11 +141,13 @@ def iter_pages(
                 continue
             bad_run = 0
             seen_record = True
+            if passed < skip:
+                # Passed over: the run that yielded these pages counted them.
+                passed += page is not None
+                continue
+            counts["pages_read"] += 1
             if page is None:
                 counts["skipped_empty"] += 1
-                continue
-            if passed < skip:
-                passed += 1
                 continue
             yielded += 1
             yield page
