@@ -100,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         index_factory=args.index_factory,
         device=args.device,
+        progress=not args.no_progress,
     )
-    print(f"embedded and indexed with {spec}: {summary}")
+    index = summary.get("index", {}) if isinstance(summary, dict) else {}
+    print(
+        f"embedded with {spec} and indexed: {index.get('ntotal', '?')} vectors"
+        f" of dim {index.get('dim', '?')} ({index.get('factory', '?')})"
+    )
     return 0

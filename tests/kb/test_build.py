@@ -437,3 +437,15 @@ def test_cli_sample_and_next_step(tmp_path, capsys):
     assert sorted(DOCUMENT_COLUMNS) == sorted(pq.read_schema(tmp_path / "kb" / "documents" / "part-00000.parquet").names)
     with pytest.raises(SystemExit):
         main(["build-kb", "--sample", "--wiki", "x", "--out", str(tmp_path / "kb2")])
+
+
+@pytest.mark.slow
+def test_cli_build_then_embed_with_the_offline_retriever(tmp_path, capsys):
+    source = write_evqa(tmp_path / "kb.json", EVQA_ENTRIES)
+    out = tmp_path / "kb"
+    code = main(["build-kb", "--wiki", str(source), "--out", str(out), "--retriever", "text:minilm", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "embedded with text:minilm and indexed: 8 vectors of dim 384" in printed
+    emb = json.loads((out / "embeddings" / "manifest.json").read_text())
+    assert emb["status"] == "complete" and emb["dim"] == 384
