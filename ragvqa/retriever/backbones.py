@@ -269,7 +269,8 @@ def write_clip_vocab(out_dir: Path, bpe_path: Path | None = None) -> tuple[Path,
     tokens; ids are positions in that list.
     """
     bpe_path = bpe_path or open_clip_bpe_path()
-    lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(bpe_path, "rt", encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
     # Line 0 is a version header; CLIP uses the next 49152 - 256 - 2 lines.
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
     symbols = list(_bytes_to_unicode().values())

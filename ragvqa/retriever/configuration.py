@@ -163,6 +163,10 @@ class ReT2Config:
         # Tuples survive a JSON round trip as lists; normalise so equality holds.
         for name in ("text_layers", "vision_layers", "image_mean", "image_std"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        # Backbone dicts in their JSON form (int dict keys become strings), so a
+        # config equals itself, and hashes the same, after a save/load round trip.
+        for name in ("text_backbone", "vision_backbone"):
+            object.__setattr__(self, name, json.loads(json.dumps(getattr(self, name), sort_keys=True)))
         if self.text_backbone and self.text_backbone.get("model_type") not in TEXT_MODEL_TYPES:
             raise ModelError(
                 f"unsupported text backbone model_type {self.text_backbone.get('model_type')!r}",
