@@ -54,7 +54,14 @@ def _run_ret2(args: argparse.Namespace) -> int:
 
 
 # One entry per convert target.
-CONVERTERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ret2]
+def _add_bem(sub: argparse._SubParsersAction) -> None:
+    # The BEM target lives with the evaluation code's CLI (helper EVAL).
+    from ragvqa.cli.convert_bem import add_bem
+
+    add_bem(sub)
+
+
+CONVERTERS: list[Callable[[argparse._SubParsersAction], None]] = [_add_ret2, _add_bem]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
