@@ -57,9 +57,7 @@ _DROP_TAGS = (
     "mapframe|maplink|graph|hiero|inputbox|categorytree|charinsert|imagemap|gallery|"
     "templatestyles|section|indicator|noinclude"
 )
-_RE_DROP_TAG = re.compile(
-    r"<(" + _DROP_TAGS + r")\b([^>]*?)(?:/>|>(.*?)</\1\s*>)", re.S | re.I
-)
+_RE_DROP_TAG = re.compile(r"<(" + _DROP_TAGS + r")\b([^>]*?)(?:/>|>(.*?)</\1\s*>)", re.S | re.I)
 _RE_HEADING = re.compile(r"^(={2,6})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.M)
 # Openers/closers of constructs dropped whole: templates / parser functions and tables.
 # A table closer must not be the "|}}" that ends a template whose last parameter is empty.
@@ -102,9 +100,28 @@ _RE_KEYED_OPTION = re.compile(
 )
 _LAYOUT_KEYWORDS = frozenset(
     {
-        "thumb", "thumbnail", "frame", "framed", "frameless", "border", "left", "right",
-        "center", "centre", "none", "baseline", "sub", "super", "top", "text-top", "middle",
-        "bottom", "text-bottom", "upright", "lossy", "lossless",
+        "thumb",
+        "thumbnail",
+        "frame",
+        "framed",
+        "frameless",
+        "border",
+        "left",
+        "right",
+        "center",
+        "centre",
+        "none",
+        "baseline",
+        "sub",
+        "super",
+        "top",
+        "text-top",
+        "middle",
+        "bottom",
+        "text-bottom",
+        "upright",
+        "lossy",
+        "lossless",
     }
 )
 
@@ -267,7 +284,7 @@ def _strip_braces(text: str) -> str:
     Unbalanced markup is handled the way MediaWiki shows it: an opener with no
     closer is dropped alone and the text after it kept; a stray closer is dropped.
     """
-    if "{" not in text and "|}" not in text:
+    if "{" not in text and "}" not in text:
         return text
     pieces: list[str] = []
     pos = 0  # start of the text not yet emitted (outside any construct)
@@ -350,6 +367,8 @@ def _finish(text: str) -> str:
         text = html.unescape(text)
     if "\xa0" in text:
         text = text.replace("\xa0", " ")
+    if "{{" in text or "}}" in text:  # leftovers of malformed markup
+        text = text.replace("{{", "").replace("}}", "")
     text = _RE_LINE_MARKUP.sub("", text)
     if "(" in text:
         text = _RE_EMPTY_PARENS.sub("", text)
@@ -357,8 +376,6 @@ def _finish(text: str) -> str:
     text = _RE_SPACE_NL.sub("\n", text)
     if "\n\n\n" in text:
         text = _RE_BLANK_LINES.sub("\n\n", text)
-    if "{{" in text or "}}" in text:  # leftovers of malformed markup
-        text = text.replace("{{", "").replace("}}", "")
     return text.strip()
 
 

@@ -267,8 +267,9 @@ def _decompress(
 
 def _xml_error(path: Path, exc: ET.ParseError, where: str) -> DataError:
     line, column = getattr(exc, "position", (0, 0))
+    reason = re.sub(r":? ?line \d+, column \d+$", "", str(exc))
     return DataError(
-        f"{path}: malformed XML at line {line}, column {column}{where}: {exc}",
+        f"{path}: malformed XML at line {line}, column {column}{where}: {reason}",
         hint="the dump is damaged or not a MediaWiki XML export",
     )
 
@@ -399,8 +400,10 @@ def _parse_range(
     except ET.ParseError as exc:
         line = getattr(exc, "position", (0, 0))[0]
         raise _xml_error(
-            path, exc, f" of the bz2 streams at compressed bytes {start}-{end} (line {line} "
-            "counts from the first stream's start)"
+            path,
+            exc,
+            f" of the bz2 streams at compressed bytes {start}-{end} (line {line} "
+            "counts from the first stream's start)",
         ) from exc
     return pages
 
@@ -761,4 +764,3 @@ def write_multistream(
             raise DataError(f"{src}: no <page> element found", hint="is this a MediaWiki dump?")
         out.write(bz2.compress(buffer, 9))
     return index_path
-
