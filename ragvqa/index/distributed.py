@@ -174,11 +174,10 @@ def embed_with_ray(
             init_kwargs["address"] = ray_address
         else:
             init_kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
-        # Workers must import ragvqa from this checkout when it is not installed.
-        package_root = str(Path(__file__).resolve().parents[2])
-        init_kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
-        )}}
+            # Local workers import ragvqa from this checkout even when it is not installed.
+            package_root = str(Path(__file__).resolve().parents[2])
+            pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+            init_kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": pythonpath}}
         ray.init(**init_kwargs)
         started_here = True
     try:

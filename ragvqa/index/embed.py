@@ -603,12 +603,11 @@ def embed_and_index(
     from ragvqa.index.faiss_index import build_index  # written by the index area; imported lazily
 
     index = build_index(kb_dir, factory=index_factory)
-    params = getattr(index, "params", None)
     return {
         "embed": summary,
         "index": {
             "ntotal": int(index.ntotal),
             "dim": int(index.dim),
-            "factory": (params or {}).get("factory", index_factory) if isinstance(params, dict) else index_factory,
+            "factory": getattr(index, "factory", index_factory),
         },
     }

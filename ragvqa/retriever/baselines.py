@@ -289,6 +289,10 @@ class TextDenseRetriever:
         self.dtype = dtype
         self.instruction = instruction
         self.load_options = {"device": device, "dtype": dtype, "instruction": instruction, "max_seq_length": max_seq_length}
+        from transformers.utils import logging as hf_logging
+
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
         try:
             self.model = sentence_transformers.SentenceTransformer(
                 str(self.model_dir), device=device, local_files_only=True
@@ -298,6 +302,9 @@ class TextDenseRetriever:
                 f"{spec}: cannot load a sentence-transformers model from {self.model_dir} ({type(exc).__name__}: {exc})",
                 hint="pass a directory saved by SentenceTransformer.save()",
             ) from exc
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
         if max_seq_length is not None:
             self.model.max_seq_length = int(max_seq_length)
         if dtype != "float32":
@@ -462,7 +469,11 @@ class ZeroShotRetriever:
         self.dtype = dtype
         self.instruction = instruction
         self.load_options = {"device": device, "dtype": dtype, "instruction": instruction}
+        from transformers.utils import logging as hf_logging
+
         torch_dtype = _torch_dtype(dtype)
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
         try:
             self.model = AutoModel.from_pretrained(self.model_dir, dtype=torch_dtype)
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
@@ -472,6 +483,9 @@ class ZeroShotRetriever:
                 f"{spec}: cannot load a {kind.upper()} model from {self.model_dir} ({type(exc).__name__}: {exc})",
                 hint="pass a directory with config.json, weights, tokenizer and preprocessor_config.json",
             ) from exc
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
         if not (hasattr(self.model, "get_text_features") and hasattr(self.model, "get_image_features")):
             raise ModelError(
                 f"{spec}: {type(self.model).__name__} is not a dual encoder (no get_text_features/get_image_features)",

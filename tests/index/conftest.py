@@ -63,6 +63,7 @@ def make_small_kb(
     missing: bool = True,
     name: str = "kb",
     image_size: int = 40,
+    image_only: bool = False,
 ) -> Path:
     """Write a complete small KB under ``tmp_path/name`` and return its directory.
 
@@ -74,6 +75,8 @@ def make_small_kb(
         name: sub-directory name of the KB; the images root is ``<name>-images``.
         image_size: photos are resized to this many pixels square (keeps tiny
             models fast while still decoding real files).
+        image_only: documents that name an image file get an empty text, so
+            a zero-shot retriever embeds (and must open) their image.
     Returns:
         the KB directory (``manifest.json`` records ``images_root``).
     """
@@ -123,7 +126,7 @@ def make_small_kb(
                 page_url=f"https://en.wikipedia.org/wiki/{title.replace(' ', '_')}",
                 section_index=section,
                 section_title=title if section == 0 else f"{title} (part {section})",
-                text=text if section == 0 else f"{text} More about {title}, part {section}.",
+                text="" if image_only and image_ref else (text if section == 0 else f"{text} More about {title}, part {section}."),
                 image_ref=image_ref,
                 image_path=image_path,
                 image_origin=origin,
@@ -140,7 +143,7 @@ def make_small_kb(
         "source": "test-fixture",
         "format": "ragvqa-kb",
         "protocol": "sections",
-        "config": {"n_docs": n_docs, "docs_per_shard": docs_per_shard},
+        "config": {"n_docs": n_docs, "docs_per_shard": docs_per_shard, "image_only": image_only},
         "versions": {},
         "counts": {
             "documents": n_docs,
