@@ -111,8 +111,9 @@ def canonical_name(ref: str) -> str:
             contains ``/``, ``\\`` or NUL, or is ``.``/``..``).
     """
     name = _raw_name(ref)
-    name = unquote(name)
-    if not _is_url(ref.strip()):
+    if "%" in name:
+        name = unquote(name)
+    if "&" in name and not _is_url(ref.strip()):
         name = html.unescape(name)
     name = _strip_prefix(name)  # a prefix may have been percent-encoded
     name = unicodedata.normalize("NFC", name)
@@ -128,7 +129,10 @@ def wikimedia_relpath(name: str) -> str:
     ``h`` is the hex md5 of the canonical (underscored, UTF-8) name. Accepts any
     reference :func:`canonical_name` accepts.
     """
-    canonical = canonical_name(name)
+    return _hashed(canonical_name(name))
+
+
+def _hashed(canonical: str) -> str:
     digest = hashlib.md5(canonical.encode("utf-8")).hexdigest()
     return f"{digest[0]}/{digest[:2]}/{canonical}"
 
@@ -199,6 +203,10 @@ class ImageResolver:
         self._flat_links: set[str] = set()
         self._flat_scanned = False
         self._hash_dirs: dict[str, bool] = {}
+        # Hashed layout: "a/ab" -> (regular file names, symlink names), listed on
+        # first use while the total stays under FLAT_CACHE_MAX names.
+        self._dir_cache: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+        self._cached_names = 0
         if mapping_file is not None:
             self._load_mapping(Path(mapping_file))
 
@@ -318,6 +326,38 @@ class ImageResolver:
             self._hash_dirs[rel_dir] = ok
         return ok
 
+    def _check_hashed(self, rel: str) -> str | None:
+        """Look ``h/hh/Name`` up in the cached listing of ``h/hh`` (listed once)."""
+        rel_dir, _, file_name = rel.rpartition("/")
+        listing = self._dir_cache.get(rel_dir)
+        if listing is None:
+            if self._cached_names >= FLAT_CACHE_MAX:
+                return self._check_file(rel)
+            files: set[str] = set()
+            links: set[str] = set()
+            try:
+                with os.scandir(os.path.join(self._root_real, rel_dir)) as it:
+                    for entry in it:
+                        if entry.is_symlink():
+                            links.add(entry.name)
+                        elif entry.is_file(follow_symlinks=False):
+                            files.add(entry.name)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return self._check_file(rel)  # unreadable: let stat decide
+            listing = (frozenset(files), frozenset(links))
+            self._dir_cache[rel_dir] = listing
+            self._cached_names += len(files) + len(links) + 1
+        if file_name in listing[0]:
+            if self._dir_inside(rel_dir):
+                return rel
+            self.stats["refused_escape"] += 1
+            return None
+        if file_name in listing[1]:
+            return self._check_file(rel)
+        return None
+
     def _scan_flat(self) -> None:
         """Build the set of top-level file names once (if the root is small enough)."""
         self._flat_scanned = True
@@ -382,7 +422,7 @@ class ImageResolver:
                     return found
                 self.stats["mapping_missing_file"] += 1
         if name is not None:
-            found = self._check_file(wikimedia_relpath(name))
+            found = self._check_hashed(_hashed(name))
             if found is not None:
                 self.stats["resolved_wikimedia"] += 1
                 return found
@@ -391,6 +431,8 @@ class ImageResolver:
                 self.stats["resolved_flat"] += 1
                 return found
         raw = _raw_name(ref)
+        if raw == name:
+            return None
         for candidate in dict.fromkeys((raw, raw.replace(" ", "_"), unquote(raw), unquote(raw).replace(" ", "_"))):
             if candidate == name or not candidate or candidate in {".", ".."} or any(c in candidate for c in "/\\\0"):
                 continue
