@@ -52,7 +52,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ragvqa import __version__
 from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.kb.images import ImageResolver, commons_url, wikimedia_relpath
-from ragvqa.kb.store import atomic_write_json, read_manifest
+from ragvqa.kb.store import atomic_write_bytes, atomic_write_json, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ LEDGER = "ledger.jsonl"
 FAILURES = "failures.jsonl"
 REPORT = "report.json"
 PARTIAL = "partial"
+MISSING_REPORT = "missing_images.jsonl"  # written by ragvqa.kb.build
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 PERMANENT_STATUS = {404, 410}
 # File types Wikimedia hosts that are not images (no decodable picture).
@@ -703,7 +704,8 @@ def update_kb_image_paths(kb_dir: str | Path, images_dir: str | Path, mapping_fi
         manifest["images_root"] = str(images)
         atomic_write_json(kb_root / MANIFEST, manifest)
     resolver = ImageResolver(images, Path(mapping_file) if mapping_file else None)
-    counts = collections.Counter()
+    counts: collections.Counter = collections.Counter()
+    totals: collections.Counter = collections.Counter()  # after the update, over all shards
     for shard in kb.shard_files:
         table = pq.read_table(shard)
         refs = table.column("image_ref").to_pylist()
@@ -717,6 +719,8 @@ def update_kb_image_paths(kb_dir: str | Path, images_dir: str | Path, mapping_fi
                     changed += 1
                 else:
                     counts["documents_still_missing"] += 1
+        totals["local"] += sum(1 for path in paths if path)
+        totals["missing"] += sum(1 for ref, path in zip(refs, paths, strict=True) if ref and not path)
         if not changed:
             continue
         index = table.schema.get_field_index("image_path")
@@ -729,7 +733,23 @@ def update_kb_image_paths(kb_dir: str | Path, images_dir: str | Path, mapping_fi
             tmp.unlink(missing_ok=True)
         counts["documents_updated"] += changed
         counts["shards_rewritten"] += 1
+    # The build's missing-image list: drop the refs that now have a file.
+    missing_report = kb_root / MISSING_REPORT
+    if missing_report.is_file():
+        kept = []
+        for row, line in _read_jsonl(missing_report):
+            ref = row.get("image_ref")
+            if not (isinstance(ref, str) and resolver.resolve(ref) is not None):
+                kept.append(line + "\n")
+        atomic_write_bytes(missing_report, "".join(kept).encode("utf-8"))
     manifest = read_manifest(kb_root)
+    # Keep the build's document counts true (names from ragvqa.kb.build);
+    # recounted from the shards, so a rerun after a crash gets them right too.
+    for section, local_key in (("counts", "documents_with_local_image"), ("raw_counts", "documents_local_image")):
+        block = manifest.get(section)
+        if isinstance(block, dict) and "image_refs_missing" in block:
+            block["image_refs_missing"] = totals["missing"]
+            block[local_key] = totals["local"]
     manifest.setdefault("image_updates", []).append(
         {"time": _now(), "images_root": str(images), **{k: int(v) for k, v in counts.items()}}
     )

@@ -182,10 +182,14 @@ class ImageResolver:
         InputError: images_root is not a directory, or the mapping file is
             missing; DataError: the mapping file cannot be parsed as a whole.
 
-    Lookups cost one ``lstat`` per candidate (plus a cached check of the
-    hashed directory); the flat layout is answered from a set of the root's
-    file names built once on first use when it has at most
-    :data:`FLAT_CACHE_MAX` entries (fast on network file systems).
+    Lookups read directory listings, not one ``stat`` per ref: each hashed
+    directory ``h/hh`` is listed once on first use, the root (flat layout)
+    once; both are kept as sets of names while the total stays under
+    :data:`FLAT_CACHE_MAX` names (about 100 bytes each), beyond which lookups
+    fall back to ``lstat``. This is several times faster on a local disk
+    (bench/bench_images.py) and much more on network file systems. The
+    answers reflect the files present when a directory was first listed: use
+    a fresh resolver after adding images.
     """
 
     def __init__(self, images_root: Path | None, mapping_file: Path | None = None) -> None:

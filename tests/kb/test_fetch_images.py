@@ -128,7 +128,8 @@ def _no_proxy(monkeypatch):
         monkeypatch.delenv(var, raising=False)
 
 
-def make_kb(kb_dir: Path, refs: list[str | None], *, images_root: Path | None = None, image_paths: dict | None = None) -> Path:
+def make_kb(kb_dir: Path, refs: list[str | None], *, images_root: Path | None = None, image_paths: dict | None = None,
+            extra_manifest: dict | None = None) -> Path:
     """A finished KB with one document per ref, split over two shards."""
     image_paths = image_paths or {}
     docs = [
@@ -141,7 +142,8 @@ def make_kb(kb_dir: Path, refs: list[str | None], *, images_root: Path | None = 
         name = f"part-{n:05d}.parquet"
         write_document_shard(kb_dir / DOCUMENTS_DIR / name, part)
         shards.append({"file": name, "rows": len(part)})
-    atomic_write_json(kb_dir / MANIFEST, {"status": "complete", "images_root": str(images_root) if images_root else None, "shards": shards})
+    manifest = {"status": "complete", "images_root": str(images_root) if images_root else None, "shards": shards}
+    atomic_write_json(kb_dir / MANIFEST, {**manifest, **(extra_manifest or {})})
     return kb_dir
 
 
@@ -318,7 +320,15 @@ def test_cli_fetch_then_update_kb(tmp_path, server, capsys):
 
     server.reset()
     refs = ["Buzz Aldrin.png", None, url("Apollo_11.png"), "Missing_one.png", "Buzz_Aldrin.png"]
-    kb = make_kb(tmp_path / "kb", refs)
+    # The build's counts and missing-image list (names from ragvqa.kb.build).
+    kb = make_kb(tmp_path / "kb", refs, extra_manifest={
+        "counts": {"image_refs_missing": 4, "documents_with_local_image": 0},
+        "raw_counts": {"image_refs_missing": 4, "documents_local_image": 0},
+    })
+    (kb / "missing_images.jsonl").write_text("".join(
+        json.dumps({"image_ref": r, "first_doc_id": i, "page_title": "t", "documents": 1}) + "\n"
+        for i, r in enumerate(refs) if r and r != "Buzz_Aldrin.png"
+    ))
     out = tmp_path / "images"
     argv = ["fetch-images", str(kb), "--out", str(out), "--base-url", server.base_url, "--rate", "0",
             "--retries", "0", "--timeout", "2", "--no-progress", "--contact", "https://example.invalid/x", "--update-kb"]
@@ -333,6 +343,9 @@ def test_cli_fetch_then_update_kb(tmp_path, server, capsys):
     ]
     assert loaded.image_file(docs[0]).read_bytes() == png_bytes("Buzz_Aldrin.png")
     assert loaded.manifest["image_updates"][-1]["documents_updated"] == 3
+    assert loaded.manifest["counts"] == {"image_refs_missing": 1, "documents_with_local_image": 3}
+    assert loaded.manifest["raw_counts"] == {"image_refs_missing": 1, "documents_local_image": 3}
+    assert [r["image_ref"] for r in read_jsonl(kb / "missing_images.jsonl")] == ["Missing_one.png"]
     # Rerun: nothing to download, nothing left to update except the missing one.
     server.reset()
     assert main(argv) == 0
