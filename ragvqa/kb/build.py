@@ -734,6 +734,8 @@ def format_summary(result: BuildResult) -> str:
         + (f" (listed in {Path(result.kb_dir) / MISSING_REPORT})" if c.get("image_refs_missing") else "")
         + ("" if root else "; no --images given")
     )
+    if not c.get("documents"):
+        lines.append("  warning: no documents were produced; check --wiki, --format and the skip counts above")
     return "\n".join(lines)
 
 
