@@ -226,6 +226,20 @@ def test_limit_and_page_images(tmp_path):
     assert result.manifest["counts"]["pages_with_given_image"] == 1
 
 
+def test_image_map_file(tmp_path):
+    source = write_evqa(tmp_path / "kb.json", evqa_pages(3))
+    images = tmp_path / "img"
+    (images / "sub").mkdir(parents=True)
+    (images / "sub" / "one.jpg").write_bytes(b"jpeg")
+    mapping = images / "map.tsv"
+    mapping.write_text("ref\tpath\nGenerated_1.jpg\tsub/one.jpg\nGenerated_2.jpg\t../../etc/passwd\n")
+    result = build_kb(source, tmp_path / "kb", images=images, image_map=mapping, progress=False)
+    rows = all_rows(tmp_path / "kb")
+    paths = {r["page_title"]: r["image_path"] for r in rows if r["image_origin"] == "section"}
+    assert paths == {"Generated page 0-1": "sub/one.jpg", "Generated page 0-2": None}  # an escape is refused
+    assert result.manifest["config"]["image_map"] == str(mapping.resolve())
+
+
 # --------------------------------------------------------------------------- the bundled sample
 
 
@@ -346,7 +360,8 @@ def test_mediawiki_resume_is_identical(tmp_path, sample_small_shards, monkeypatc
         build_kb(sample_dump_path(), out, shard_size=150, progress=False)
     monkeypatch.undo()
     assert read_manifest(out)["status"] == "in_progress"
-    assert build_kb(sample_dump_path(), out, shard_size=150, progress=False).action == "resumed"
+    # resumed with 2 reader processes: --workers changes neither the config nor the output
+    assert build_kb(sample_dump_path(), out, shard_size=150, workers=2, progress=False).action == "resumed"
     assert_same_kb(out, sample_small_shards)
 
 
