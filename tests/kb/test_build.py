@@ -464,3 +464,25 @@ def test_cli_build_then_embed_with_the_offline_retriever(tmp_path, capsys):
     assert "embedded with text:minilm and indexed: 8 vectors of dim 384" in printed
     emb = json.loads((out / "embeddings" / "manifest.json").read_text())
     assert emb["status"] == "complete" and emb["dim"] == 384
+
+
+def test_resume_across_the_files_of_a_directory(tmp_path, monkeypatch):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for n in range(3):
+        records: list[object] = [
+            {"wikidata_id": f"Q{n}{i}", "wikipedia_title": f"Part {n} page {i}", "wikipedia_content": "word " * (30 + 40 * (i % 5))}
+            for i in range(40)
+        ]
+        records.insert(7, "not json")  # counted in every part
+        write_wiki6m(parts / f"wiki_part{n + 1}.jsonl.gz", records)
+    full = build_kb(parts, tmp_path / "full", shard_size=25, progress=False)
+    assert full.manifest["counts"]["pages_skipped"]["malformed"] == 3
+    interrupt_after(monkeypatch, 95)  # inside the third file
+    with pytest.raises(KeyboardInterrupt):
+        build_kb(parts, tmp_path / "kb", shard_size=25, progress=False)
+    monkeypatch.undo()
+    checkpoint = read_manifest(tmp_path / "kb")["checkpoint"]
+    assert checkpoint["file_no"] == 2 and checkpoint["pages_in_file"] > 0  # resumes inside a later file
+    assert build_kb(parts, tmp_path / "kb", shard_size=25, progress=False).action == "resumed"
+    assert_same_kb(tmp_path / "kb", tmp_path / "full")
