@@ -62,7 +62,7 @@ FAILURES = "failures.jsonl"
 REPORT = "report.json"
 PARTIAL = "partial"
 MISSING_REPORT = "missing_images.jsonl"  # written by ragvqa.kb.build
-RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+RETRY_STATUS = {408, 425, 429} | set(range(500, 600)) - {501, 505}  # 501/505 will not change
 PERMANENT_STATUS = {404, 410}
 # File types Wikimedia hosts that are not images (no decodable picture).
 NON_IMAGE_EXT = {
@@ -449,7 +449,11 @@ def download_refs(
     report is written.
     """
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot use {out} as the images directory ({exc.strerror or exc})",
+                         hint="pass a writable directory to --out") from exc
     out = out.resolve()
     state = out / STATE_DIR
     partial = state / PARTIAL

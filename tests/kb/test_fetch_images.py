@@ -391,3 +391,16 @@ def test_ctrl_c_writes_the_report_and_a_rerun_finishes(tmp_path, server):
     assert rerun["status"] == "complete"
     assert rerun["counts"]["downloaded"] == 6 - report["counts"]["downloaded"]
     assert all((out / wikimedia_relpath(n)).is_file() for n in names)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from ragvqa.cli import main
+
+    assert main(["fetch-images", str(tmp_path / "no_kb"), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a knowledge base" in capsys.readouterr().err
+    kb = make_kb(tmp_path / "kb", ["A.png"])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["fetch-images", str(kb), "--out", str(blocker), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot use") and len(err.strip().splitlines()) == 1
