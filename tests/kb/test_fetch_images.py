@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
@@ -59,6 +58,7 @@ class ImageServer:
         self.requests: collections.Counter = collections.Counter()  # file name -> count
         self.user_agents: set[str] = set()
         self.lock = threading.Lock()
+        self.release = threading.Event()  # frees the slow endpoint at teardown
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,8 +79,8 @@ class ImageServer:
                     return self._send(404, b"no such file")
                 if name == "Corrupt.png":
                     return self._send(200, b"<html>not an image</html>", {"Content-Type": "image/png"})
-                if name == "Slow.png":
-                    time.sleep(1.0)
+                if name == "Slow.png":  # answers long after any client timeout
+                    server.release.wait(30)
                     return self._send(200, png_bytes(name))
                 if name == "Big.png":
                     return self._send(200, png_bytes(name) + b"\0" * 200_000)
@@ -110,6 +110,7 @@ class ImageServer:
             self.requests.clear()
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -154,7 +155,7 @@ def url(name: str) -> str:
 
 def fast_config(server, **kw) -> FetchConfig:
     base = dict(concurrency=3, rate_limit=0, retries=2, backoff_base_s=0.01, backoff_max_s=0.05,
-                timeout_s=0.3, max_bytes=100_000, base_url=server.base_url, contact="https://example.invalid/ragvqa-tests")
+                timeout_s=1.0, max_bytes=100_000, base_url=server.base_url, contact="https://example.invalid/ragvqa-tests")
     base.update(kw)
     return FetchConfig(**base)
 
