@@ -70,6 +70,14 @@ def run(args: argparse.Namespace) -> int:
         verify_existing=args.verify_existing,
         limit=args.limit,
     )
+    from pathlib import Path
+
+    from ragvqa.kb.store import read_manifest
+
+    kb_images = read_manifest(args.kb_dir).get("images_root")
+    if kb_images and Path(kb_images).resolve() != Path(args.out).expanduser().resolve():
+        print(f"note: the KB's images are in {kb_images}; fetching into another directory means a rebuild "
+              f"must see both (use --out {kb_images} to add to it)")
     if not args.contact:
         print("note: no --contact given; Wikimedia asks bots to name a contact URL or e-mail in the User-Agent")
     summary = fetch_images(args.kb_dir, args.out, config, progress=not args.no_progress)
