@@ -148,7 +148,8 @@ def embed_with_ray(
         images_root: the KB's images root.
         batch_size: documents per forward pass.
         ray_address: an existing cluster (``auto``, ``ray://head:10001``);
-            None starts a local Ray (shut down again at the end).
+            None joins ``$RAY_ADDRESS`` when set, else starts a local Ray
+            (shut down again at the end).
         num_actors: actor pool size; default one per GPU when the retriever
             runs on CUDA, else (CPUs - 1) / cpus_per_actor.
         cpus_per_actor: CPUs reserved per actor (default 1; also its torch
@@ -172,6 +173,8 @@ def embed_with_ray(
         init_kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if ray_address:
             init_kwargs["address"] = ray_address
+        elif os.environ.get("RAY_ADDRESS"):
+            pass  # ray.init() joins the cluster RAY_ADDRESS names
         else:
             init_kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
             # Local workers import ragvqa from this checkout even when it is not installed.

@@ -1,0 +1,104 @@
+"""Embedding-stage throughput: local engine vs the Ray engine, same run, same KB.
+
+Input: the sample KB (real Wikipedia sections from the gensim dump sample,
+1843 documents), built once into a temp dir and split into shards; every
+engine embeds its own copy of it with the same retriever (default
+``text:minilm``, the offline profile's retriever). Prints documents/s per
+engine and the ratio against the local engine measured in the same run.
+
+    .venv/bin/python bench/bench_embed.py [--retriever text:minilm] [--shard-size 200]
+        [--batch-size 64] [--cpus 2] [--device cuda --dtype bfloat16]
+
+Ray configurations measured (local Ray started once with ``--cpus`` CPUs;
+its start-up time is reported separately):
+  - ``ray 1x1``: the default pool: CPUs - 1 actors with 1 CPU (and 1 torch
+    thread) each, leaving one CPU for Ray's own work and the read/write tasks;
+  - ``ray 2x0.75``: two actors with fractional CPUs (1 torch thread each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--retriever", default="text:minilm")
+    parser.add_argument("--shard-size", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="retriever device (cuda on a GPU box)")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--skip-ray", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    import numpy as np
+
+    from ragvqa.index.embed import embed_kb, iter_embeddings
+    from ragvqa.kb.sample import build_sample_kb
+    from ragvqa.retriever.registry import load_retriever
+
+    work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
+    try:
+        base = build_sample_kb(work / "base", shard_size=args.shard_size, progress=False).kb_dir
+        retriever = load_retriever(args.retriever, device=args.device, dtype=args.dtype)
+        retriever.fingerprint()  # hash the weights before timing
+        retriever.encode_documents([None], ["warm-up"])
+
+        def fresh(name: str) -> Path:
+            target = work / name
+            shutil.copytree(base, target, ignore=shutil.ignore_patterns("embeddings", "index"))
+            return target
+
+        results: list[tuple[str, dict]] = []
+        kb_local = fresh("local")
+        results.append(("local", embed_kb(kb_local, retriever, batch_size=args.batch_size, progress=False)))
+
+        ray_start = None
+        if not args.skip_ray:
+            import ray
+
+            t0 = time.perf_counter()
+            ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+            ray_start = time.perf_counter() - t0
+            for label, opts in (
+                ("ray 1x1", {}),
+                ("ray 2x0.75", {"num_actors": 2, "cpus_per_actor": 0.75}),
+            ):
+                kb = fresh(label.replace(" ", "-"))
+                summary = embed_kb(
+                    kb, retriever, batch_size=args.batch_size, engine="ray", progress=False, ray_options=opts
+                )
+                results.append((label, summary))
+                same = all(
+                    np.array_equal(a[0], b[0]) and np.abs(a[1].astype(np.float32) - b[1].astype(np.float32)).max() <= 1e-3
+                    for a, b in zip(iter_embeddings(kb_local), iter_embeddings(kb), strict=True)
+                )
+                summary["same_as_local"] = same
+            ray.shutdown()
+
+        docs = results[0][1]["counts"]["documents"]
+        base_rate = results[0][1]["docs_per_s"]
+        print(f"# embed bench: {args.retriever}, {docs} documents, {results[0][1]['shards']} shards, "
+              f"batch {args.batch_size}; {platform.machine()}, {os.cpu_count()} CPUs")
+        if ray_start is not None:
+            print(f"ray.init({args.cpus} CPUs): {ray_start:.1f} s (not included below)")
+        print(f"{'engine':<12} {'seconds':>8} {'docs/s':>8} {'vs local':>9}  same shards")
+        for label, s in results:
+            ratio = s["docs_per_s"] / base_rate if base_rate else float("nan")
+            print(f"{label:<12} {s['seconds']:>8.1f} {s['docs_per_s']:>8.1f} {ratio:>8.2f}x  {s.get('same_as_local', '-')}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
