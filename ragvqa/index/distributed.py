@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragvqa.errors import KnowledgeBaseError, require
+from ragvqa.errors import KnowledgeBaseError, RagvqaError, require
 
 if TYPE_CHECKING:
     from ragvqa.index.embed import ShardTask
@@ -109,6 +109,19 @@ def _write_stage(row: dict[str, Any], *, out_dir: str) -> dict[str, Any]:
     entry = write_shard(out_dir, int(row["number"]), result["doc_ids"], result["vectors"])
     entry["counts"] = result["counts"]
     return {"number": int(row["number"]), "entry": json.dumps(entry)}
+
+
+def _find_ragvqa_error(exc: BaseException) -> RagvqaError | None:
+    """The RagvqaError inside a Ray error chain, if any."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 20:
+        # Ray may re-type a wrapper as a subclass of the cause: take only a genuine ragvqa error.
+        if isinstance(current, RagvqaError) and type(current).__module__.startswith("ragvqa") and hasattr(current, "message"):
+            return current
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+        seen += 1
+    return None
 
 
 def _pool_size(device: str, num_actors: int | None, cpus_per_actor: float, gpus_per_actor: float) -> int:
@@ -219,11 +232,18 @@ def embed_with_ray(
         written = 0
         import json
 
-        for row in ds.iter_rows():
-            entry = json.loads(row["entry"])
-            written += 1
-            if on_result is not None:
-                on_result(entry)
+        try:
+            for row in ds.iter_rows():
+                entry = json.loads(row["entry"])
+                written += 1
+                if on_result is not None:
+                    on_result(entry)
+        except Exception as exc:
+            # Ray wraps errors raised in workers; surface ours as the one-line error they are.
+            user_error = _find_ragvqa_error(exc)
+            if user_error is not None:
+                raise user_error from exc
+            raise
         return written
     finally:
         if started_here:

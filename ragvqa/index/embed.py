@@ -36,6 +36,7 @@ they produce the same files.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as _dt
 import io
 import logging
@@ -59,6 +60,7 @@ logger = logging.getLogger(__name__)
 EMBEDDINGS_DIR = "embeddings"
 INDEX_DIR = "index"
 MANIFEST = "manifest.json"
+LOCK_FILE = ".embed.lock"
 VECTORS_PATTERN = "part-{:05d}.npy"
 IDS_PATTERN = "part-{:05d}.ids.npy"
 FINGERPRINT_KEYS = ("name", "config_hash", "weights_sha256")
@@ -417,13 +419,59 @@ def embed_kb(
             retriever without ``force``.
         InputError: unknown engine or a bad batch size.
     """
-    import json
-
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}", hint=f"use one of {', '.join(ENGINES)}")
     if batch_size < 1:
         raise InputError(f"batch size must be >= 1 (got {batch_size})")
     kb_manifest, tasks = plan(kb_dir)
+    with _exclusive(kb_dir):
+        return _embed_locked(
+            kb_dir, retriever, kb_manifest, tasks, batch_size=batch_size, engine=engine,
+            ray_address=ray_address, progress=progress, force=force, on_shard_done=on_shard_done,
+            ray_options=ray_options,
+        )
+
+
+@contextlib.contextmanager
+def _exclusive(kb_dir: str | Path):
+    """Hold ``KB_DIR/.embed.lock`` (flock) so two embed runs never write one KB.
+
+    The kernel drops the lock when the process dies, even by SIGKILL, so a
+    crashed run never blocks the rerun.
+    """
+    import fcntl
+
+    path = Path(kb_dir) / LOCK_FILE
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KnowledgeBaseError(
+                f"another ragvqa embed is running on {kb_dir} (it holds {path})",
+                hint="wait for it to finish, or stop it and rerun (the rerun resumes)",
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _embed_locked(
+    kb_dir: str | Path,
+    retriever: Retriever,
+    kb_manifest: dict[str, Any],
+    tasks: list[ShardTask],
+    *,
+    batch_size: int,
+    engine: str,
+    ray_address: str | None,
+    progress: bool,
+    force: bool,
+    on_shard_done: Callable[[dict[str, Any]], None] | None,
+    ray_options: dict[str, Any] | None,
+) -> dict[str, Any]:
+    import json
+
     out_dir = embeddings_dir(kb_dir)
     fingerprint = retriever.fingerprint()
     digest = documents_digest(kb_manifest)

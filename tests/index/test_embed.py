@@ -221,3 +221,12 @@ def test_cli_embeds_indexes_and_refuses_a_mismatch(tmp_path, clip_dir, siglip_di
     assert err.startswith("error: ") and "--force" in err and len(err.strip().splitlines()) == 1
     assert main(["embed", str(tmp_path / "nope"), "--retriever", "text:minilm"]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_a_second_concurrent_run_is_refused(tmp_path, clip):
+    from ragvqa.index.embed import _exclusive
+
+    kb = make_small_kb(tmp_path, 4)
+    with _exclusive(kb), pytest.raises(KnowledgeBaseError, match="another ragvqa embed is running"):
+        embed_kb(kb, clip, progress=False)
+    assert embed_kb(kb, clip, progress=False)["shards_embedded"] == 1  # the lock is gone with its holder
