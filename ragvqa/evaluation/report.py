@@ -229,15 +229,16 @@ def write_report(
     lines.append("")
 
     if answers is not None:
+        k_gen = int(config.get("k") or 3)
         lines += _sample_section(
-            dataset, answers, prepared, predictions, retrieval, pipeline, samples
+            dataset, answers, prepared, predictions, retrieval, pipeline, samples, k_gen
         )
     atomic_write_bytes(out / REPORT, ("\n".join(lines) + "\n").encode())
     return out / REPORT
 
 
 def _sample_section(
-    dataset, answers, prepared, predictions, retrieval, pipeline, samples
+    dataset, answers, prepared, predictions, retrieval, pipeline, samples, k_gen
 ) -> list[str]:
     per_q = answers.get("per_question", {})
     right = [pq for pq in prepared.questions if per_q.get(pq.key, {}).get("score") == 1.0]
@@ -245,7 +246,6 @@ def _sample_section(
         pq for pq in prepared.questions if pq.key in per_q and per_q[pq.key].get("score") == 0.0
     ]
     lines = ["## Sample answers", ""]
-    k_gen = getattr(getattr(pipeline, "profile", None), "k", 3)
     kb = getattr(getattr(pipeline, "searcher", None), "kb", None)
     for title, group in (("Right", right[:samples]), ("Wrong", wrong[:samples])):
         lines += [f"### {title} ({len(right) if title == 'Right' else len(wrong)} in all)", ""]

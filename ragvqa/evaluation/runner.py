@@ -310,7 +310,7 @@ def _run_config(config: EvalConfig, pipeline: Any | None) -> dict[str, Any]:
         if not config.retrieval_only
         else "(retrieval only)",
         "generator_config": asdict(profile.generator) if profile is not None else None,
-        "k": profile.k if profile is not None else config.k,
+        "k": config.k if config.k is not None else (profile.k if profile is not None else None),
         "retrieve_k": config.retrieve_k,
         "uses_image": bool(getattr(pipeline, "uses_image", False)),
         "limit": config.limit,
@@ -460,7 +460,8 @@ def run_eval(
     predictions = _read_records(out / PREDICTIONS, key_field)
     retrieval = _read_records(out / RETRIEVAL, key_field)
     skipped = _read_records(out / SKIPPED, key_field)
-    k_gen = pipeline.profile.k
+    # --k overrides the profile's k also for a pipeline built elsewhere.
+    k_gen = config.k if config.k is not None else pipeline.profile.k
     retrieve_k = max(config.retrieve_k, k_gen)
     kb_size = (
         len(pipeline.searcher.kb) if getattr(pipeline, "searcher", None) is not None else retrieve_k

@@ -30,6 +30,13 @@ def tok(vocab_path):
     return WordPieceTokenizer(vocab_path)
 
 
+@pytest.fixture(scope="module")
+def hf_tokenizer(vocab_path):
+    from transformers import BertTokenizer
+
+    return BertTokenizer(str(vocab_path), do_lower_case=True)
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -45,11 +52,8 @@ def tok(vocab_path):
         "x" * 150,  # longer than 100 bytes: one [UNK]
     ],
 )
-def test_tokenizer_matches_bert_uncased_on_ordinary_text(tok, vocab_path, text):
-    from transformers import BertTokenizer
-
-    reference = BertTokenizer(str(vocab_path), do_lower_case=True)
-    assert tok.tokenize(text) == reference.tokenize(text)
+def test_tokenizer_matches_bert_uncased_on_ordinary_text(tok, hf_tokenizer, text):
+    assert tok.tokenize(text) == hf_tokenizer.tokenize(text)
 
 
 def test_tokenizer_follows_tf_text_where_it_differs(tok):

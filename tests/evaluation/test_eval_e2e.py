@@ -46,10 +46,19 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_evqa_eval_is_interrupted_resumed_and_scored(offline_pipeline, evqa_fixture, eval_kb, tmp_path, capsys):
+def test_evqa_eval_is_interrupted_resumed_and_scored(
+    offline_pipeline, evqa_fixture, eval_kb, tmp_path, capsys
+):
     run = tmp_path / "run-evqa"
-    config = EvalConfig(dataset="evqa", questions=evqa_fixture["questions"], images=evqa_fixture["images"],
-                        kb=eval_kb, out=run, profile="offline", batch_size=2)
+    config = EvalConfig(
+        dataset="evqa",
+        questions=evqa_fixture["questions"],
+        images=evqa_fixture["images"],
+        kb=eval_kb,
+        out=run,
+        profile="offline",
+        batch_size=2,
+    )
     first = CountingPipeline(offline_pipeline, interrupt_on_generate=2)
     with pytest.raises(KeyboardInterrupt):
         run_eval(config, pipeline=first, progress=False)
@@ -62,7 +71,9 @@ def test_evqa_eval_is_interrupted_resumed_and_scored(offline_pipeline, evqa_fixt
     second = CountingPipeline(offline_pipeline)
     metrics = run_eval(config, pipeline=second, progress=False)
     assert second.retrieved == []  # retrieval of the interrupted batch is reused
-    assert len(second.generated) == 1 and len(second.generated[0]) == 2  # only the two missing questions
+    assert (
+        len(second.generated) == 1 and len(second.generated[0]) == 2
+    )  # only the two missing questions
     preds = _lines(run / "predictions.jsonl")
     assert sorted(r["question_id"] for r in preds) == [0, 1, 2, 3]  # nothing lost, nothing twice
     assert all(isinstance(r["prediction"], str) for r in preds)
@@ -78,55 +89,125 @@ def test_evqa_eval_is_interrupted_resumed_and_scored(offline_pipeline, evqa_fixt
     ret = metrics["retrieval"]
     assert ret["queries"] == 4 and ret["queries_with_positives"] == 4
     assert ret["recall@1"] <= ret["recall@3"] <= ret["recall@100"] == 100.0
-    assert json.loads((run / "metrics.json").read_text())["answers"]["accuracy_all"] == answers["accuracy_all"]
+    assert (
+        json.loads((run / "metrics.json").read_text())["answers"]["accuracy_all"]
+        == answers["accuracy_all"]
+    )
 
     report = (run / "report.md").read_text()
     assert "Qwen2.5-VL-7B + ReT-2 | 33.5 | 31.6" in report  # Table VII beside this run
-    assert "exact match only" in report and "## Sample answers" in report and "doc 1 (score" in report
+    assert (
+        "exact match only" in report and "## Sample answers" in report and "doc 1 (score" in report
+    )
     assert (run / "recall.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # The written predictions are in the format `ragvqa score` reads; same numbers.
-    assert main(["score", "evqa", "--predictions", str(run / "predictions.jsonl"),
-                 "--references", str(evqa_fixture["questions"]), "--no-bem"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "evqa",
+                "--predictions",
+                str(run / "predictions.jsonl"),
+                "--references",
+                str(evqa_fixture["questions"]),
+                "--no-bem",
+            ]
+        )
+        == 0
+    )
     scored = json.loads(capsys.readouterr().out)
     assert scored["accuracy_all"] == answers["accuracy_all"] and scored["n"] == 4
 
     # A finished run reruns nothing.
     third = CountingPipeline(offline_pipeline)
     again = run_eval(config, pipeline=third, progress=False)
-    assert third.generated == [] and third.retrieved == [] and again["answers"]["accuracy_all"] == answers["accuracy_all"]
+    assert (
+        third.generated == []
+        and third.retrieved == []
+        and again["answers"]["accuracy_all"] == answers["accuracy_all"]
+    )
 
 
-def test_infoseek_eval_and_official_scores(offline_pipeline, infoseek_fixture, eval_kb, tmp_path, capsys):
+def test_infoseek_eval_and_official_scores(
+    offline_pipeline, infoseek_fixture, eval_kb, tmp_path, capsys
+):
     run = tmp_path / "run-infoseek"
-    config = EvalConfig(dataset="infoseek", questions=infoseek_fixture["questions"], qtypes=infoseek_fixture["qtypes"],
-                        images=infoseek_fixture["images"], kb=eval_kb, out=run, profile="offline", batch_size=4)
+    config = EvalConfig(
+        dataset="infoseek",
+        questions=infoseek_fixture["questions"],
+        qtypes=infoseek_fixture["qtypes"],
+        images=infoseek_fixture["images"],
+        kb=eval_kb,
+        out=run,
+        profile="offline",
+        batch_size=4,
+        k=1,
+    )
+    # k = 1 (one document in the prompt) keeps Gemma's CPU time down; the E-VQA run uses the profile's k = 3.
     metrics = run_eval(config, pipeline=offline_pipeline, progress=False)
+    assert metrics["config"]["k"] == 1
     answers = metrics["answers"]
     for split in ("unseen_question_score", "unseen_entity_score"):
         assert set(answers[split]) == {"score", "score_time", "score_num", "score_string"}
     assert answers["counts"]["n_unseen_question"] == 2 and answers["counts"]["n_unseen_entity"] == 2
     assert metrics["counts"]["skipped_missing_image"] == 1
     ret = metrics["retrieval"]
-    assert ret["queries_with_positives"] == 4 and ret["recall@100"] == 100.0  # entity_text -> page title
+    assert (
+        ret["queries_with_positives"] == 4 and ret["recall@100"] == 100.0
+    )  # entity_text -> page title
     preds = _lines(run / "predictions.jsonl")
     assert sorted(r["data_id"] for r in preds) == [f"infoseek_val_0000000{i}" for i in range(1, 5)]
     # `ragvqa score infoseek` on the run's predictions gives the same official numbers.
-    assert main(["score", "infoseek", "--predictions", str(run / "predictions.jsonl"),
-                 "--references", str(infoseek_fixture["questions"]), "--qtypes", str(infoseek_fixture["qtypes"])]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "infoseek",
+                "--predictions",
+                str(run / "predictions.jsonl"),
+                "--references",
+                str(infoseek_fixture["questions"]),
+                "--qtypes",
+                str(infoseek_fixture["qtypes"]),
+            ]
+        )
+        == 0
+    )
     scored = json.loads(capsys.readouterr().out)
     for key in ("final_score", "unseen_question_score", "unseen_entity_score"):
         assert scored[key] == answers[key]
     assert scored["counts"]["missing_predictions"] == 1  # the question without an image
     report = (run / "report.md").read_text()
-    assert "InfoSeek unseen-Q" in report and "| paper: Qwen2.5-VL-7B + ReT-2 | 27.9 | 25.1 | 26.4 |" in report
+    assert (
+        "InfoSeek unseen-Q" in report
+        and "| paper: Qwen2.5-VL-7B + ReT-2 | 27.9 | 25.1 | 26.4 |" in report
+    )
 
 
 def test_retrieval_only_cli(eval_kb, infoseek_fixture, tmp_path, capsys):
     run = tmp_path / "run-retrieval"
-    code = main(["eval", "--dataset", "infoseek", "--questions", str(infoseek_fixture["questions"]),
-                 "--qtypes", str(infoseek_fixture["qtypes"]), "--images", str(infoseek_fixture["images"]),
-                 "--kb", str(eval_kb), "--out", str(run), "--retrieval-only", "--limit", "3", "--no-progress"])
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "infoseek",
+            "--questions",
+            str(infoseek_fixture["questions"]),
+            "--qtypes",
+            str(infoseek_fixture["qtypes"]),
+            "--images",
+            str(infoseek_fixture["images"]),
+            "--kb",
+            str(eval_kb),
+            "--out",
+            str(run),
+            "--retrieval-only",
+            "--limit",
+            "3",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "recall@1" in out and "report:" in out
@@ -136,20 +217,72 @@ def test_retrieval_only_cli(eval_kb, infoseek_fixture, tmp_path, capsys):
     assert "Retrieval only" in (run / "report.md").read_text()
 
 
-def test_a_run_dir_refuses_another_configuration(eval_kb, infoseek_fixture, evqa_fixture, tmp_path, capsys):
+def test_a_run_dir_refuses_another_configuration(
+    eval_kb, infoseek_fixture, evqa_fixture, tmp_path, capsys
+):
     run = tmp_path / "run-mixed"
-    args = ["eval", "--kb", str(eval_kb), "--out", str(run), "--retrieval-only", "--no-progress", "--limit", "1"]
-    assert main(args + ["--dataset", "infoseek", "--questions", str(infoseek_fixture["questions"]),
-                        "--qtypes", str(infoseek_fixture["qtypes"]), "--images", str(infoseek_fixture["images"])]) == 0
+    args = [
+        "eval",
+        "--kb",
+        str(eval_kb),
+        "--out",
+        str(run),
+        "--retrieval-only",
+        "--no-progress",
+        "--limit",
+        "1",
+    ]
+    assert (
+        main(
+            args
+            + [
+                "--dataset",
+                "infoseek",
+                "--questions",
+                str(infoseek_fixture["questions"]),
+                "--qtypes",
+                str(infoseek_fixture["qtypes"]),
+                "--images",
+                str(infoseek_fixture["images"]),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(args + ["--dataset", "evqa", "--questions", str(evqa_fixture["questions"]),
-                        "--images", str(evqa_fixture["images"])]) == 2
+    assert (
+        main(
+            args
+            + [
+                "--dataset",
+                "evqa",
+                "--questions",
+                str(evqa_fixture["questions"]),
+                "--images",
+                str(evqa_fixture["images"]),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "another dataset" in err and len(err.strip().splitlines()) == 1
 
 
 def test_nothing_left_is_an_error(eval_kb, evqa_fixture, tmp_path, capsys):
-    code = main(["eval", "--dataset", "evqa", "--questions", str(evqa_fixture["questions"]),
-                 "--images", str(tmp_path), "--kb", str(eval_kb), "--out", str(tmp_path / "r"), "--no-progress"])
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "evqa",
+            "--questions",
+            str(evqa_fixture["questions"]),
+            "--images",
+            str(tmp_path),
+            "--kb",
+            str(eval_kb),
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert "nothing to evaluate" in capsys.readouterr().err
