@@ -7,7 +7,7 @@ engine embeds its own copy of it with the same retriever (default
 engine and the ratio against the local engine measured in the same run.
 
     .venv/bin/python bench/bench_embed.py [--retriever text:minilm] [--shard-size 200]
-        [--batch-size 64] [--cpus 2] [--device cuda --dtype bfloat16]
+        [--batch-size 64] [--cpus 2] [--limit PAGES] [--device cuda --dtype bfloat16]
 
 Ray configurations measured (local Ray started once with ``--cpus`` CPUs;
 its start-up time is reported separately):
@@ -36,10 +36,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="retriever device (cuda on a GPU box)")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--limit", type=int, default=None, metavar="PAGES", help="use only the first PAGES pages")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("ragvqa").setLevel(logging.INFO)
 
     import numpy as np
 
@@ -49,7 +54,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-embed-"))
     try:
-        base = build_sample_kb(work / "base", shard_size=args.shard_size, progress=False).kb_dir
+        base = build_sample_kb(work / "base", shard_size=args.shard_size, limit=args.limit, progress=False).kb_dir
         retriever = load_retriever(args.retriever, device=args.device, dtype=args.dtype)
         retriever.fingerprint()  # hash the weights before timing
         retriever.encode_documents([None], ["warm-up"])

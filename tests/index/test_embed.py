@@ -221,6 +221,10 @@ def test_cli_embeds_indexes_and_refuses_a_mismatch(tmp_path, clip_dir, siglip_di
     assert err.startswith("error: ") and "--force" in err and len(err.strip().splitlines()) == 1
     assert main(["embed", str(tmp_path / "nope"), "--retriever", "text:minilm"]) == 2
     assert "is not a directory" in capsys.readouterr().err
+    assert main(["embed", str(kb), "--profile", "paper"]) == 2  # the paper profile names no checkpoint
+    assert "names no model" in capsys.readouterr().err
+    assert main(["embed", str(kb), "--retriever", "text:minilm", "--ray-actors", "2"]) == 2
+    assert "--engine ray" in capsys.readouterr().err
 
 
 def test_a_second_concurrent_run_is_refused(tmp_path, clip):

@@ -211,3 +211,21 @@ def test_length_mismatch_is_an_input_error(tiny_clip_dir):
     ret = load_retriever(f"clip:{tiny_clip_dir}")
     with pytest.raises(InputError, match="2 images but 1 texts"):
         ret.encode_documents([None, None], ["x"])
+
+
+@pytest.mark.slow
+def test_text_path_spec_loads_the_same_model(minilm):
+    from ragvqa.retriever.baselines import minilm_dir
+
+    by_path = load_retriever(f"text:{minilm_dir()}")
+    assert by_path.name == f"text:{minilm_dir()}"
+    texts = ["the first person on the moon"]
+    np.testing.assert_allclose(by_path.encode_documents([None], texts), minilm.encode_documents([None], texts), atol=1e-6)
+    assert by_path.fingerprint()["weights_sha256"] == minilm.fingerprint()["weights_sha256"]
+
+
+def test_hub_id_offline_is_a_one_line_model_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="not available from the Hugging Face hub") as exc:
+        load_retriever("text:sentence-transformers/no-such-model-here")
+    assert "\n" not in exc.value.one_line()
