@@ -27,6 +27,7 @@ import bz2
 import collections
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -71,9 +72,16 @@ def run_ragvqa(path: Path, workers: int = 1) -> tuple[int, int, int]:
 
 
 def timed(fn, *args):
-    wall, cpu = time.perf_counter(), time.process_time()
+    """(wall s, CPU s of this process and its reaped children, result)."""
+
+    def cpu_now() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    wall, cpu = time.perf_counter(), cpu_now()
     result = fn(*args)
-    return time.perf_counter() - wall, time.process_time() - cpu, result
+    return time.perf_counter() - wall, cpu_now() - cpu, result
 
 
 def wikitext_chars(path: Path) -> tuple[int, list[tuple[str, str]]]:
@@ -174,10 +182,13 @@ def main() -> int:
     # 3. multistream, workers=1 vs workers=N
     with tempfile.TemporaryDirectory() as tmp:
         dump = build_repeated_multistream(path, Path(tmp), args.copies, args.pages_per_stream)
-        one, many = [], []
+        one, many, cpu_one, cpu_many, loads = [], [], [], [], []
         for _ in range(args.repeat):
-            w1, _, res1 = timed(run_ragvqa, dump, 1)
-            wn, _, resn = timed(run_ragvqa, dump, args.workers)
+            loads.append(os.getloadavg()[0])
+            w1, c1, res1 = timed(run_ragvqa, dump, 1)
+            wn, cn, resn = timed(run_ragvqa, dump, args.workers)
+            cpu_one.append(c1)
+            cpu_many.append(cn)
             if res1 != resn:
                 print(f"MISMATCH between workers=1 {res1} and workers={args.workers} {resn}")
                 return 1
@@ -196,6 +207,11 @@ def main() -> int:
             f"speedup: best {min(one) / min(many):.2f}x, median "
             f"{statistics.median(one) / statistics.median(many):.2f}x, "
             f"per-run {', '.join(f'{a / b:.2f}' for a, b in zip(one, many, strict=True))}"
+        )
+        print(
+            f"CPU seconds (main + workers): workers=1 {min(cpu_one):.2f}, workers={args.workers} "
+            f"{min(cpu_many):.2f}: parallel overhead {min(cpu_many) / min(cpu_one) - 1:+.1%}; "
+            f"1-minute load average before each pair: {', '.join(f'{x:.1f}' for x in loads)}"
         )
         print(
             f"throughput: workers=1 {total_chars * args.copies / min(one) / 1e6:.2f}M chars/s, "

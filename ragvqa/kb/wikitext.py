@@ -57,7 +57,11 @@ _DROP_TAGS = (
     "mapframe|maplink|graph|hiero|inputbox|categorytree|charinsert|imagemap|gallery|"
     "templatestyles|section|indicator|noinclude"
 )
-_RE_DROP_TAG = re.compile(r"<(" + _DROP_TAGS + r")\b([^>]*?)(?:/>|>(.*?)</\1\s*>)", re.S | re.I)
+# The content may not contain another opener of the same tag: an unclosed <ref name=x> then
+# fails fast at the next <ref instead of scanning to the end of the text (quadratic).
+_RE_DROP_TAG = re.compile(
+    r"<(" + _DROP_TAGS + r")\b([^<>]*?)(?:/>|>((?:[^<]|<(?!\1\b))*?)</\1\s*>)", re.S | re.I
+)
 _RE_HEADING = re.compile(r"^(={2,6})[ \t]*(.+?)[ \t]*\1[ \t]*$", re.M)
 # Openers/closers of constructs dropped whole: templates / parser functions and tables.
 # A table closer must not be the "|}}" that ends a template whose last parameter is empty.
@@ -77,12 +81,17 @@ _RE_INFOBOX_CAPTION = re.compile(
     re.I,
 )
 _RE_FILE_PREFIX = re.compile(r"^[ \t]*:?[ \t]*(?:file|image)[ \t]*:[ \t]*", re.I)
-_RE_HTML_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)\b[^>]*>")
+_RE_REF_LEFTOVER = re.compile(r"</?ref\b", re.I)
+_RE_REF_TAG = re.compile(r"</?ref\b[^<>]*>", re.I)
+_RE_HTML_TAG = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)\b[^<>]*>")
 # Internal links after file links and templates are gone: [[target]] / [[target|label]]trail.
 _RE_LINK = re.compile(r"\[\[([^\[\]|]*)(?:\|([^\[\]]*))?\]\]")
 _RE_INTERLANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[a-z]{1,8})*:")
+# Neither part may run past a "[": an unclosed "[http://x" then fails at the next bracket
+# instead of scanning (and backtracking) to the end of the line: linear, not quadratic.
 _RE_EXTLINK = re.compile(
-    r"\[(?:https?:|ftp:|//|mailto:|news:|irc:|ircs:|gopher:|sftp:)[^\s\]]*(?:[ \t]+([^\]\n]*))?\]"
+    r"\[(?:https?:|ftp:|//|mailto:|news:|irc:|ircs:|gopher:|sftp:)[^\s\[\]]*"
+    r"(?:[ \t]+([^\[\]\n]*))?\]"
 )
 _RE_QUOTES = re.compile(r"'{2,}")
 _RE_SWITCH = re.compile(r"__[A-Z]+__")
@@ -98,6 +107,8 @@ _RE_KEYED_OPTION = re.compile(
     r"thumbtime|muted|disablecontrols)[ \t]*=",
     re.I,
 )
+_CAPTION_WINDOW = 1500  # characters after an infobox image parameter searched for its caption
+_MAX_RESTARTS = 4  # rescans after unclosed {{ / {| before giving up on structure
 _LAYOUT_KEYWORDS = frozenset(
     {
         "thumb",
@@ -186,28 +197,33 @@ def _caption_of(options: list[str]) -> str:
     return ""
 
 
-def _find_link_end(text: str, start: int) -> int:
-    """Index just past the ``]]`` closing the ``[[`` at ``start`` (depth aware), or -1."""
-    depth = 0
-    for match in _RE_LINK_TOKEN.finditer(text, start):
+def _match_links(text: str) -> dict[int, int]:
+    """For every ``[[`` that is closed: its position -> the index just past its ``]]``.
+
+    One pass with a stack (nesting aware), so unclosed openers cost nothing extra.
+    """
+    ends: dict[int, int] = {}
+    stack: list[int] = []
+    for match in _RE_LINK_TOKEN.finditer(text):
         if match.group() == "[[":
-            depth += 1
-        else:
-            depth -= 1
-            if depth == 0:
-                return match.end()
-    return -1
+            stack.append(match.start())
+        elif stack:
+            ends[stack.pop()] = match.end()
+    return ends
 
 
 def _extract_file_links(text: str, images: list[tuple[int, ImageRef]]) -> str:
     """Append ``(position, ImageRef)`` for every File/Image link; return text without them."""
     pieces: list[str] = []
     pos = 0
+    link_ends: dict[int, int] | None = None
     for match in _RE_FILE_OPEN.finditer(text):
         begin = match.start()
         if begin < pos:  # a file link nested in the caption of one already taken
             continue
-        end = _find_link_end(text, begin)
+        if link_ends is None:
+            link_ends = _match_links(text)
+        end = link_ends.get(begin, -1)
         if end < 0:
             # Unclosed: MediaWiki shows it as text; drop just the opener.
             pieces.append(text[pos:begin])
@@ -243,15 +259,22 @@ def _cut_at_close(value: str) -> str:
 
 def _extract_infobox_images(text: str, images: list[tuple[int, ImageRef]]) -> None:
     """Append ``(position, ImageRef)`` for image parameters of templates in ``text``."""
-    for match in _RE_INFOBOX_IMAGE.finditer(text):
+    matches = list(_RE_INFOBOX_IMAGE.finditer(text))
+    seen: set[str] = set()
+    for i, match in enumerate(matches):
         value = match.group(1).strip()
         if not value or value.startswith("[["):  # a file link: found by _extract_file_links
             continue
         name = normalize_file_name(value)
-        if name is None:
+        if name is None or name in seen:
             continue
+        seen.add(name)
+        # Its caption parameter follows it, before the next image parameter.
+        window_end = match.end() + _CAPTION_WINDOW
+        if i + 1 < len(matches):
+            window_end = min(window_end, matches[i + 1].start())
         caption = ""
-        cap = _RE_INFOBOX_CAPTION.search(text, match.end(), match.end() + 3000)
+        cap = _RE_INFOBOX_CAPTION.search(text, match.end(), window_end)
         if cap is not None:
             # The value ends at the next top-level "|" or at the "}}" closing the template.
             caption = clean_wikitext(_cut_at_close(_split_options(cap.group(1))[0]))
@@ -290,6 +313,7 @@ def _strip_braces(text: str) -> str:
     pos = 0  # start of the text not yet emitted (outside any construct)
     stack: list[tuple[str, int, int]] = []  # (kind, token start, token end)
     search_from = 0
+    restarts = 0
     while True:
         for match in _RE_BRACE_TOKEN.finditer(text, search_from):
             token = match.group()
@@ -324,6 +348,12 @@ def _strip_braces(text: str) -> str:
         stack.clear()
         pos = opener_end
         search_from = opener_end
+        restarts += 1
+        if restarts > _MAX_RESTARTS:
+            # Pathological markup (many unclosed openers): stop rescanning, which would
+            # be quadratic, and just drop the remaining brace tokens.
+            pieces.append(_RE_BRACE_TOKEN.sub("", text[pos:]))
+            return "".join(pieces)
     pieces.append(text[pos:])
     return "".join(pieces)
 
@@ -369,6 +399,8 @@ def _finish(text: str) -> str:
         text = text.replace("\xa0", " ")
     if "{{" in text or "}}" in text:  # leftovers of malformed markup
         text = text.replace("{{", "").replace("}}", "")
+    if "<" in text and _RE_REF_LEFTOVER.search(text):  # "<ref" that never became a tag
+        text = _RE_REF_LEFTOVER.sub("", text)
     text = _RE_LINE_MARKUP.sub("", text)
     if "(" in text:
         text = _RE_EMPTY_PARENS.sub("", text)
@@ -385,7 +417,7 @@ def _drop_tags(text: str) -> str:
     text = _RE_DROP_TAG.sub("", text)
     if "<ref" in text or "<REF" in text:
         # An unpaired <ref name=x> opener: drop the tag alone.
-        text = re.sub(r"</?ref\b[^>]*>", "", text, flags=re.I)
+        text = _RE_REF_TAG.sub("", text)
     return text
 
 

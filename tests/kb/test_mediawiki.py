@@ -383,8 +383,10 @@ def test_corrupt_multistream_stream(sample_multistream: Path, tmp_path: Path) ->
         with pytest.raises(
             DataError,
             match=r"x-multistream\.xml\.bz2: corrupt bz2 data in the stream starting at compressed byte \d+",
-        ):
+        ) as info:
             read(dump, workers=workers)
+        # the same one-line error (with its hint) whether raised in a worker process or not
+        assert "download it again" in info.value.one_line()
 
 
 def test_bad_index(sample_multistream: Path, tmp_path: Path) -> None:

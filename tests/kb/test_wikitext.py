@@ -159,3 +159,25 @@ def test_same_image_twice_in_a_section_is_kept_once() -> None:
     )
     sections, _ = parse_wikitext("T", text)
     assert [i.ref for i in sections[0].images] == ["A.jpg"]
+
+
+@pytest.mark.timeout(60)  # a hang guard, not a speed assertion
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "<ref name=a>",
+        "<ref ",
+        "<a ",
+        "{{",
+        "{|\n",
+        "[[File:a.jpg|",
+        "[http://a ",
+        "<!--",
+        "{{Infobox|image=a.jpg|caption=",
+    ],
+)
+def test_unbalanced_markup_stays_linear(unit: str) -> None:
+    # 20,000 unclosed openers on one line: naive regexes or rescans go quadratic here.
+    sections, _ = parse_wikitext("T", unit * 20_000 + " end")
+    text = sections[-1].text
+    assert "{{" not in text and "[[" not in text and "<ref" not in text.lower()

@@ -412,12 +412,29 @@ def _range_task(
     path: str, start: int, end: int, uri: str, prefixes: dict[str, int], clean: bool
 ) -> list[Any]:
     """Pool task: one group of streams -> items (Page / True / skip reason) in order."""
-    return _process(_parse_range(Path(path), start, end, uri, prefixes), clean=clean)
+    try:
+        return _process(_parse_range(Path(path), start, end, uri, prefixes), clean=clean)
+    except DataError as exc:  # sent back whole: pickling an exception would drop its hint
+        return [_TaskError(exc.message, exc.hint)]
 
 
 def _batch_task(raws: list[RawPage]) -> list[Any]:
     """Pool task: clean a batch of raw pages (no-index parallel mode)."""
     return _process(raws)
+
+
+@dataclass(frozen=True)
+class _TaskError:
+    """A DataError raised in a pool task, re-raised by the main process."""
+
+    message: str
+    hint: str | None
+
+
+def _raise_task_error(result: list[Any]) -> list[Any]:
+    if result and isinstance(result[0], _TaskError):
+        raise DataError(result[0].message, hint=result[0].hint)
+    return result
 
 
 def _read_header(path: Path) -> _Namespaces:
@@ -471,7 +488,7 @@ def _ordered_map(
     """
     if workers <= 1:
         for task in tasks:
-            yield fn(*task)
+            yield _raise_task_error(fn(*task))
         return
     executor = _pool(workers)
     pending: collections.deque[Future[list[Any]]] = collections.deque()
@@ -494,7 +511,7 @@ def _ordered_map(
                     f"{where}: a worker process died while reading the dump ({exc})",
                     hint="it was probably killed for lack of memory; retry with fewer workers",
                 ) from exc
-            yield result
+            yield _raise_task_error(result)
     finally:
         for future in pending:
             future.cancel()
