@@ -307,6 +307,10 @@ def build_pipeline(
     if retriever_spec is not None:
         prof = prof.with_overrides(retriever=retriever_spec)
 
+    generator = None
+    if prof.generator.backend == "openai":
+        # Loading is a cheap ping here: an unreachable server fails before the retriever loads.
+        generator = load_generator(prof.generator)
     retriever = searcher = None
     if prof.k > 0:
         if kb_dir is None:
@@ -316,12 +320,22 @@ def build_pipeline(
         from ragvqa.kb.store import read_manifest
 
         read_manifest(kb_dir)  # fail fast, before any model loads, on a missing KB
+        from ragvqa.index.search import KBSearcher, recorded_retriever_spec
+
+        kind, _, arg = spec.partition(":")
+        if not arg and retriever_spec is None:
+            # The profile names a kind but no weights (paper: "ret2:"); the KB
+            # records which checkpoint embedded it, so use that one.
+            recorded = recorded_retriever_spec(kb_dir)
+            if recorded and recorded.partition(":")[0] == kind:
+                spec = recorded
+                prof = prof.with_overrides(retriever=spec)
         parse_spec(spec)
-        from ragvqa.index.search import KBSearcher
 
         retriever = load_retriever(spec, device=_auto_device())
         searcher = KBSearcher(kb_dir, retriever)
-    generator = load_generator(prof.generator)
+    if generator is None:
+        generator = load_generator(prof.generator)
     pipeline = RAGPipeline(retriever, searcher, generator, prof)
     pipeline.load_seconds = time.perf_counter() - started
     log.info("pipeline %s loaded in %.1f s", prof.name, pipeline.load_seconds)

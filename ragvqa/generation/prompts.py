@@ -21,6 +21,7 @@ no eyes; :func:`gemma_completion_prompt` writes a completion-style prompt for it
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -29,6 +30,7 @@ from ragvqa.errors import InputError
 
 DATASETS = ("evqa", "infoseek")
 IMAGE_SLOT = "{image}"
+_SLOT = re.compile(r"\{(question|contexts)\}")
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,10 @@ def _fill(template: str, question: str, contexts: Sequence[str], max_chars: int 
     before, slot, after = template.partition(IMAGE_SLOT)
     if not slot:  # a template without an image slot: the photo goes first
         before, after = "", template
-    # str.replace, not str.format: questions and documents may hold braces.
-    after = after.replace("{question}", question).replace("{contexts}", context_block(contexts, max_chars))
+    # One pass over the template's own slots: a question or document that
+    # holds "{contexts}" or "{question}" is never substituted again.
+    values = {"question": question, "contexts": context_block(contexts, max_chars)}
+    after = _SLOT.sub(lambda m: values[m.group(1)], after)
     return PromptParts(before, after.rstrip("\n"))
 
 
@@ -162,8 +166,7 @@ def build_prompt(
     return parts
 
 
-# The example the offline base model sees before the real question. Invented
-# facts (like the InfoSeek examples), so it cannot leak any evaluation answer.
+# The line the offline base model reads first; the worked examples follow.
 _GEMMA_INTRO = "Answer each question with a short answer copied from its context.\n\n"
 
 
@@ -182,15 +185,17 @@ def gemma_completion_prompt(
     """Completion-style prompt for a BASE text-only model (Gemma 3 270M).
 
     A base model does not follow instructions; it continues patterns. So the
-    prompt shows solved examples (context, question, short answer on one
-    line) and ends with the real context and question and an open
+    prompt shows the three solved examples of ``infoseek_examples.txt``
+    (invented facts; context, question, short answer on one line) and ends with the real context and question and an open
     ``Short answer:``; the model continues with one line that it mostly
     copies from the context. The question comes after the context so the
     answer follows right after the words it asks about. Each document is cut
     to ``max_context_chars`` to bound CPU time.
     """
     question = _check(question, dataset)
-    examples = infoseek_examples() if dataset == "infoseek" else infoseek_examples()[:2]
-    shots = [f"{_gemma_block(ex.question, ex.contexts, None)} {ex.answer}" for ex in examples]
+    # All three worked examples for both datasets: on sample questions the
+    # 270M model copied the asked-for span more often with three shots than
+    # with two (one, two and three shots were compared by hand).
+    shots = [f"{_gemma_block(ex.question, ex.contexts, None)} {ex.answer}" for ex in infoseek_examples()]
     real = _gemma_block(question, contexts, max_context_chars)
     return _GEMMA_INTRO + "\n\n".join([*shots, real])
