@@ -84,6 +84,29 @@ def timed(fn, *args):
     return time.perf_counter() - wall, cpu_now() - cpu, result
 
 
+def _burn(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def machine_capacity(workers: int, n: int = 3_000_000) -> float:
+    """Speedup the box offers right now: a pure-Python CPU loop run once in this process
+    vs ``workers`` copies at once in a process pool (2.0 on two idle cores)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_burn, [1000] * workers))  # start the workers first
+        start = time.perf_counter()
+        _burn(n)
+        alone = time.perf_counter() - start
+        start = time.perf_counter()
+        list(pool.map(_burn, [n] * workers))
+        together = time.perf_counter() - start
+    return workers * alone / together
+
+
 def wikitext_chars(path: Path) -> tuple[int, list[tuple[str, str]]]:
     from gensim.corpora.wikicorpus import extract_pages
 
@@ -182,9 +205,10 @@ def main() -> int:
     # 3. multistream, workers=1 vs workers=N
     with tempfile.TemporaryDirectory() as tmp:
         dump = build_repeated_multistream(path, Path(tmp), args.copies, args.pages_per_stream)
-        one, many, cpu_one, cpu_many, loads = [], [], [], [], []
+        one, many, cpu_one, cpu_many, loads, capacity = [], [], [], [], [], []
         for _ in range(args.repeat):
             loads.append(os.getloadavg()[0])
+            capacity.append(machine_capacity(args.workers))
             w1, c1, res1 = timed(run_ragvqa, dump, 1)
             wn, cn, resn = timed(run_ragvqa, dump, args.workers)
             cpu_one.append(c1)
@@ -207,6 +231,11 @@ def main() -> int:
             f"speedup: best {min(one) / min(many):.2f}x, median "
             f"{statistics.median(one) / statistics.median(many):.2f}x, "
             f"per-run {', '.join(f'{a / b:.2f}' for a, b in zip(one, many, strict=True))}"
+        )
+        print(
+            f"speedup the box itself offered for {args.workers} processes during these runs "
+            f"(CPU loop alone vs {args.workers} at once): "
+            f"{', '.join(f'{x:.2f}' for x in capacity)}"
         )
         print(
             f"CPU seconds (main + workers): workers=1 {min(cpu_one):.2f}, workers={args.workers} "

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ragvqa.errors import DataError, InputError, RagvqaError
-from ragvqa.kb.sources.mediawiki import find_index, iter_pages, write_multistream
+from ragvqa.kb.sources.mediawiki import find_index, is_index_file, iter_pages, write_multistream
 from ragvqa.types import ImageRef, Page, Section
 
 SAMPLE_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -413,3 +413,5 @@ def test_find_index_naming(tmp_path: Path) -> None:
     plain_index.write_bytes(b"")
     assert find_index(whole) == plain_index
     assert find_index(tmp_path / "enwiki-20240601-pages-articles.xml.bz2") is None
+    assert is_index_file(index) and is_index_file(plain_index)
+    assert not is_index_file(dump) and not is_index_file(whole)

@@ -21,6 +21,7 @@ identical to ``workers=1``.
 Public API:
     iter_pages(path, *, counts, workers=1, limit=None, skip=0, index_path=None)
     find_index(path) -> Path | None
+    is_index_file(path) -> bool
     write_multistream(src, dst, *, pages_per_stream=100, index_path=None) -> Path
 """
 
@@ -46,7 +47,7 @@ from ragvqa.errors import DataError, InputError
 from ragvqa.kb.wikitext import parse_wikitext
 from ragvqa.types import Page
 
-__all__ = ["find_index", "iter_pages", "write_multistream", "PAGE_URL_PREFIX"]
+__all__ = ["find_index", "is_index_file", "iter_pages", "write_multistream", "PAGE_URL_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -295,6 +296,16 @@ def _iter_raw_plain(path: Path) -> Iterator[RawPage]:
 
 
 # --- multistream ------------------------------------------------------------------------------
+
+
+def is_index_file(path: Path) -> bool:
+    """True for a multistream index (``...-multistream-index*.txt*``), which is not a dump.
+
+    For callers that list a dump directory (kb/build.py) and must not read the
+    index as a dump part.
+    """
+    name = Path(path).name
+    return "multistream-index" in name and ".txt" in name
 
 
 def find_index(path: Path) -> Path | None:
