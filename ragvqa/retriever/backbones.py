@@ -208,8 +208,9 @@ def load_pretrained_backbone(tower: nn.Module, source: str, *, local_files_only:
     projection of a BERT tower stays as initialised.
     """
     cls = _model_class(tower.model_type)
+    extra = {"add_pooling_layer": False} if tower.model_type == "bert" else {}
     try:
-        loaded = cls.from_pretrained(source, local_files_only=local_files_only)
+        loaded = cls.from_pretrained(source, local_files_only=local_files_only, **extra)
     except OSError as exc:
         raise ModelError(
             f"cannot load backbone weights from {source!r}: {str(exc).splitlines()[0]}",

@@ -131,7 +131,7 @@ def _write_official(model: ReT2Model, directory, **config_extra):
 
 
 @pytest.mark.parametrize("v1_extras", [False, True])
-def test_official_layout_converts_to_the_same_model(tmp_path, v1_extras):
+def test_official_layout_converts_to_the_same_model(tmp_path, v1_extras, clip_checkpoint):
     from ragvqa.retriever.checkpoint import convert_official
 
     torch.manual_seed(11)
@@ -143,7 +143,9 @@ def test_official_layout_converts_to_the_same_model(tmp_path, v1_extras):
             source.cell.state_offset.normal_()
     official = _write_official(source, tmp_path / "official", text_layer_idxs=[0, 1, 2],
                                vision_layer_idxs=[0, 1, 2])
-    summary = convert_official(official, tmp_path / "ours")
+    # One case builds the CLIP tokenizer from the BPE vocabulary, the other takes --tokenizer.
+    summary = convert_official(official, tmp_path / "ours",
+                               tokenizer_source=clip_checkpoint if v1_extras else None)
     assert summary["text_layers"] == [1, 2, 3] and summary["dropped"] == 4
     converted = ReT2Model.from_pretrained(tmp_path / "ours")
     assert converted.config.input_gate_bias == 0.5 and converted.config.forget_gate_bias == -0.25
@@ -200,3 +202,30 @@ def test_key_map_table_examples():
     assert map_official_key("query_model.ret_cell.forget_gate_bias_prior") is None
     with pytest.raises(KeyError):
         map_official_key("passage_model.something")
+
+
+def test_from_backbones_loads_pretrained_towers(tmp_path):
+    """A fresh ReT-2 on saved transformers checkpoints (a CLIPModel; a BERT + the CLIP vision)."""
+    from transformers import BertModel, CLIPConfig, CLIPModel
+
+    from tests.retriever.conftest import bert_text, clip_text, clip_vision
+
+    torch.manual_seed(0)
+    clip_cfg = CLIPConfig(text_config=clip_text(), vision_config=clip_vision(), projection_dim=16)
+    clip = CLIPModel(clip_cfg)
+    clip.save_pretrained(tmp_path / "clip")
+    model = ReT2Model.from_backbones(tmp_path / "clip", hidden_size=32, num_heads=4, local_files_only=True)
+    assert torch.equal(model.text_tower.model.text_projection.weight, clip.text_projection.weight)
+    assert torch.equal(model.vision_tower.model.vision_model.post_layernorm.weight,
+                       clip.vision_model.post_layernorm.weight)
+    assert model.config.output_dim == 16 and model.config.image_size == 32
+
+    from transformers import BertConfig
+
+    bert = BertModel(BertConfig(**{k: v for k, v in bert_text().items() if k != "model_type"}))
+    bert.save_pretrained(tmp_path / "bert")
+    mixed = ReT2Model.from_backbones(tmp_path / "bert", tmp_path / "clip", hidden_size=32, num_heads=4,
+                                     local_files_only=True)
+    assert torch.equal(mixed.text_tower.model.embeddings.word_embeddings.weight,
+                       bert.embeddings.word_embeddings.weight)
+    assert mixed.config.text_projection_dim == 16 and mixed.text_tower.projection.weight.shape == (16, 16)

@@ -52,26 +52,25 @@ def test_real_depth_backbones_get_the_table_layers(row):
     assert all(v.startswith("ReT-2 Table I") for v in cfg.layer_provenance().values())
 
 
-def test_real_depth_model_feeds_the_selected_hidden_states():
-    """OpenCLIP ViT-H depths: the cell sees exactly hidden_states[4], [25], [31] of the vision tower."""
+def test_real_depth_tower_feeds_the_selected_hidden_states():
+    """OpenCLIP ViT-H vision depth (32): the tower hands over exactly hidden_states[4], [25], [31]."""
     import torch
 
-    from ragvqa.retriever.modeling import ReT2Model
+    from ragvqa.retriever.backbones import VisionTower
 
     torch.manual_seed(0)
-    cfg = ReT2Config(text_backbone=clip_text(24), vision_backbone=clip_vision(32), hidden_size=16,
-                     num_heads=2, dropout=0.0, attention_dropout=0.0)
-    model = ReT2Model(cfg).eval()
-    seen = []
-    for adapter in model.vision_adapters:
-        adapter.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
-    pixels = torch.randn(2, 3, 32, 32)
+    cfg = ReT2Config(text_backbone=clip_text(24), vision_backbone=clip_vision(32, width=8))
+    text_layers, vision_layers = cfg.resolved_layers()
+    assert (text_layers, vision_layers) == ((3, 18, 23), (4, 25, 31))
+    tower = VisionTower(cfg.vision_backbone, vision_layers).eval()
+    pixels = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        model(torch.tensor([[49406, 320, 49407]] * 2), torch.ones(2, 3, dtype=torch.long), pixels)
-        ref = model.vision_tower.model(pixel_values=pixels, output_hidden_states=True).hidden_states
-    assert len(ref) == 33 and len(seen) == 3
-    for got, idx in zip(seen, (4, 25, 31), strict=True):
-        assert torch.equal(got, ref[idx])
+        out = tower(pixels)
+        ref = tower.model(pixel_values=pixels, output_hidden_states=True)
+    assert len(ref.hidden_states) == 33 and len(out.layers) == 3
+    for got, idx in zip(out.layers, (4, 25, 31), strict=True):
+        assert torch.equal(got, ref.hidden_states[idx])
+    assert torch.equal(out.pooled, ref.image_embeds)
 
 
 @pytest.mark.parametrize("depth", [4, 6, 8, 16, 20, 28, 36, 40, 48])
