@@ -193,11 +193,33 @@ def load_state_dict_strict(model: ReT2Model, state: dict[str, torch.Tensor], sou
     model.load_state_dict(state, strict=True)
 
 
-def weights_sha256(model: torch.nn.Module) -> str:
-    """sha256 over the state dict: names, dtypes, shapes and bytes, in sorted key order.
+def checkpoint_weights_sha256(directory: str | Path) -> str:
+    """sha256 of a checkpoint dir's weight file(s): the identity of the weights on disk.
 
-    Independent of file layout, so the same weights hash the same whether they
-    came from our format or were just converted.
+    Independent of the dtype and device the model is later run in, so an index
+    embedded in bf16 on a GPU and queries encoded in fp32 on a CPU from the same
+    checkpoint share one fingerprint. Sharded checkpoints hash their shards in
+    name order.
+    """
+    directory = Path(directory)
+    files = [directory / WEIGHTS_NAME] if (directory / WEIGHTS_NAME).is_file() else sorted(
+        directory.glob("model-*.safetensors")
+    )
+    if not files:
+        raise ModelError(f"no weight files in {directory}")
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 24), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over an in-memory state dict: names, dtypes, shapes and bytes, sorted by name.
+
+    For models that do not come from a checkpoint file (tests, training);
+    loaded checkpoints are identified by :func:`checkpoint_weights_sha256`.
     """
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -419,13 +441,14 @@ def convert_official(
     tokenizer = _converted_tokenizer(directory, config, tokenizer_source)
     out = save_pretrained(model, out_dir, tokenizer=tokenizer)
     return {
+        "weights_sha256": checkpoint_weights_sha256(out),
+        "state_dict_sha256": weights_sha256(model),
         "source": str(source),
         "out_dir": str(out),
         "tensors_in": len(tensors),
         "tensors_out": len(mapped),
         "dropped": len(tensors) - len(mapped),
         "config_hash": model.config.config_hash(),
-        "weights_sha256": weights_sha256(model),
         "text_layers": list(model.text_tower.layers),
         "vision_layers": list(model.vision_tower.layers),
     }

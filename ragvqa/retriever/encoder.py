@@ -29,7 +29,7 @@ from PIL import Image
 
 from ragvqa.errors import InputError, ModelError
 from ragvqa.retriever.base import ImageInput
-from ragvqa.retriever.checkpoint import load_ret2, weights_sha256
+from ragvqa.retriever.checkpoint import checkpoint_weights_sha256, load_ret2, weights_sha256
 from ragvqa.retriever.configuration import ReT2Config
 from ragvqa.retriever.modeling import ReT2Model
 
@@ -135,6 +135,8 @@ class ReT2Retriever:
         device: torch device string.
         dtype: float32, bfloat16 or float16 (half precision only makes sense on GPU).
         source: the checkpoint path or hub id (recorded in the fingerprint).
+        checkpoint_dir: the local checkpoint directory; its weight file's sha256
+            is the fingerprint's weights_sha256 (else the in-memory state dict's).
         num_workers: image loading threads.
     """
 
@@ -150,6 +152,7 @@ class ReT2Retriever:
         device: str = "cpu",
         dtype: str | torch.dtype = "float32",
         source: str = "",
+        checkpoint_dir: str | Path | None = None,
         num_workers: int | None = None,
     ) -> None:
         self.device = torch.device(device)
@@ -160,6 +163,7 @@ class ReT2Retriever:
         self.instruction = self.config.instruction if instruction is None else instruction
         self.dim = int(self.config.output_dim)
         self.source = source
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.preprocess = ImagePreprocessor(self.config)
         self.num_workers = num_workers or min(8, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="ret2-img")
@@ -192,7 +196,7 @@ class ReT2Retriever:
                 hint="re-save it with ReT2Model.save_pretrained(dir, tokenizer=...) or convert it again",
             ) from exc
         return cls(model, tokenizer, instruction=instruction, device=device, dtype=dtype,
-                   source=str(path_or_id), **kw)
+                   source=str(path_or_id), checkpoint_dir=directory, **kw)
 
     @classmethod
     def from_spec(
@@ -212,9 +216,19 @@ class ReT2Retriever:
 
     # ---- identity ----------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:
-        """name, config_hash (sha256 of the canonical config), weights_sha256, dim, source."""
+        """name, config_hash (sha256 of the canonical config), weights_sha256, dim, source.
+
+        weights_sha256 is that of the checkpoint's weight file when the model
+        came from one (the same whatever dtype/device it runs in), else of the
+        in-memory state dict. The query instruction is not part of it: it
+        changes only query vectors.
+        """
         if self._weights_sha256 is None:
-            self._weights_sha256 = weights_sha256(self.model)
+            self._weights_sha256 = (
+                checkpoint_weights_sha256(self.checkpoint_dir)
+                if self.checkpoint_dir is not None
+                else weights_sha256(self.model)
+            )
         return {
             "name": self.name,
             "source": self.source,
@@ -222,6 +236,7 @@ class ReT2Retriever:
             "weights_sha256": self._weights_sha256,
             "dim": self.dim,
             "dtype": str(self.torch_dtype).removeprefix("torch."),
+            "query_instruction": self.instruction,
         }
 
     # ---- encoding ----------------------------------------------------------

@@ -152,7 +152,10 @@ def test_official_layout_converts_to_the_same_model(tmp_path, v1_extras, clip_ch
     assert converted.config.state_self_attention == v1_extras
     with torch.no_grad():
         assert torch.equal(source(*_inputs()).embedding, converted(*_inputs()).embedding)
-    assert summary["weights_sha256"] == weights_sha256(source)
+    assert summary["state_dict_sha256"] == weights_sha256(source)
+    from ragvqa.retriever.checkpoint import checkpoint_weights_sha256
+
+    assert summary["weights_sha256"] == checkpoint_weights_sha256(tmp_path / "ours")
     # The CLIP BPE tokenizer was built offline and saved with the checkpoint.
     from transformers import AutoTokenizer
 

@@ -17,7 +17,12 @@ def test_registry_loads_it_and_it_is_a_retriever(clip_checkpoint):
     fp = r.fingerprint()
     assert set(fp) >= {"name", "config_hash", "weights_sha256"}
     assert fp["config_hash"] == r.config.config_hash() and len(fp["weights_sha256"]) == 64
+    # The same checkpoint run in another dtype keeps its identity (an index stays usable).
+    bf16 = load_retriever(f"ret2:{clip_checkpoint}", dtype="bfloat16")
+    assert {k: bf16.fingerprint()[k] for k in ("name", "config_hash", "weights_sha256")} == {
+        k: fp[k] for k in ("name", "config_hash", "weights_sha256")}
     r.close()
+    bf16.close()
 
 
 def test_fingerprint_changes_with_the_weights(clip_checkpoint, tiny_models, clip_tokenizer):
