@@ -56,11 +56,10 @@ _READ_SIZE = 1 << 18  # compressed bytes read per step (256 KiB)
 _TASK_BYTES = 1 << 18  # compressed bytes per multistream task (~256 KiB, a few streams)
 _BATCH_CHARS = 2_000_000  # wikitext characters per cleaning task (no index)
 _BZ2_MAGIC = b"BZh"
+_COUNT_ONLY = 1 << 62  # "uncleaned" value of a task that only counts yieldable pages
 
 # A raw page from the XML: (page_id, title, ns, is_redirect, text | None).
 RawPage = tuple[str, str, int, bool, "str | None"]
-# What processing a raw page gives: a Page, or the name of the counter it goes to.
-Item = "Page | str"
 
 
 # --- counting and classification ------------------------------------------------------------
@@ -77,7 +76,7 @@ def _classify(raw: RawPage) -> str | None:
         return "skipped_malformed"
     if ns != 0:
         return "skipped_namespace"
-    if is_redirect or text[:9].upper() == "#REDIRECT" or text.lstrip()[:9].upper() == "#REDIRECT":
+    if is_redirect or text[:64].lstrip()[:9].upper() == "#REDIRECT":
         return "skipped_redirect"
     if not text.strip():
         return "skipped_empty"
@@ -91,15 +90,22 @@ def _build_page(raw: RawPage) -> Page:
     return Page(page_id=page_id, title=title, url=url, sections=sections, page_image=page_image)
 
 
-def _process(raws: Iterable[RawPage], *, clean: bool = True) -> list[Any]:
-    """Raw pages -> items in order: a Page (or True when ``clean`` is False) or a skip reason."""
+def _process(raws: Iterable[RawPage], *, uncleaned: int = 0) -> list[Any]:
+    """Raw pages -> items in order: a Page or a skip reason.
+
+    The first ``uncleaned`` yieldable pages come back as True instead of a Page
+    (not cleaned): pages that ``skip`` passes over.
+    """
     out: list[Any] = []
     for raw in raws:
         reason = _classify(raw)
         if reason is not None:
             out.append(reason)
+        elif uncleaned > 0:
+            out.append(True)
+            uncleaned -= 1
         else:
-            out.append(_build_page(raw) if clean else True)
+            out.append(_build_page(raw))
     return out
 
 
@@ -420,11 +426,12 @@ def _parse_range(
 
 
 def _range_task(
-    path: str, start: int, end: int, uri: str, prefixes: dict[str, int], clean: bool
+    path: str, start: int, end: int, uri: str, prefixes: dict[str, int], uncleaned: int
 ) -> list[Any]:
     """Pool task: one group of streams -> items (Page / True / skip reason) in order."""
     try:
-        return _process(_parse_range(Path(path), start, end, uri, prefixes), clean=clean)
+        raws = _parse_range(Path(path), start, end, uri, prefixes)
+        return _process(raws, uncleaned=uncleaned)
     except DataError as exc:  # sent back whole: pickling an exception would drop its hint
         return [_TaskError(exc.message, exc.hint)]
 
@@ -656,8 +663,15 @@ def _iter_multistream(
     ranges: Iterator[tuple[int, int]] = _iter_tasks(path, index_path)
     if state["skip"] > 0:
         ranges = _skip_ranges(path, ranges, uri, prefixes, workers, state)
-    full = ((str(path), a, b, uri, prefixes, True) for a, b in ranges)
-    for items in _ordered_map(_range_task, full, workers, path):
+
+    def full_tasks() -> Iterator[tuple[Any, ...]]:
+        # The first range may start with pages that skip still passes over: not cleaned.
+        uncleaned = state["skip"]
+        for a, b in ranges:
+            yield (str(path), a, b, uri, prefixes, uncleaned)
+            uncleaned = 0
+
+    for items in _ordered_map(_range_task, full_tasks(), workers, path):
         yield from _emit(items, counts, state)
         if state["limit"] == 0:
             return
@@ -684,7 +698,7 @@ def _skip_ranges(
     def counting_tasks() -> Iterator[tuple[Any, ...]]:
         for a, b in ranges:
             pulled.append((a, b))
-            yield (str(path), a, b, uri, prefixes, False)
+            yield (str(path), a, b, uri, prefixes, _COUNT_ONLY)
 
     counted = _ordered_map(_range_task, counting_tasks(), workers, path)
     resume: list[tuple[int, int]] = []
