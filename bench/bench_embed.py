@@ -14,6 +14,7 @@ its start-up time is reported separately):
   - ``ray 1x1``: the default pool: CPUs - 1 actors with 1 CPU (and 1 torch
     thread) each, leaving one CPU for Ray's own work and the read/write tasks;
   - ``ray 2x0.75``: two actors with fractional CPUs (1 torch thread each).
+The local engine runs first and again last, to show drift in the machine's load.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main() -> None:
             return target
 
         results: list[tuple[str, dict]] = []
+        load_before = os.getloadavg()
         kb_local = fresh("local")
         results.append(("local", embed_kb(kb_local, retriever, batch_size=args.batch_size, progress=False)))
 
@@ -90,9 +92,13 @@ def main() -> None:
                 )
                 summary["same_as_local"] = same
             ray.shutdown()
+            # The local engine again, to bracket drift in the machine's load during the run.
+            results.append(("local again", embed_kb(fresh("local-again"), retriever, batch_size=args.batch_size,
+                                                    progress=False)))
 
         docs = results[0][1]["counts"]["documents"]
         base_rate = results[0][1]["docs_per_s"]
+        print(f"# load average before/after: {load_before} / {os.getloadavg()}")
         print(f"# embed bench: {args.retriever}, {docs} documents, {results[0][1]['shards']} shards, "
               f"batch {args.batch_size}; {platform.machine()}, {os.cpu_count()} CPUs")
         if ray_start is not None:

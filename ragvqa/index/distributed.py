@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragvqa.errors import KnowledgeBaseError, RagvqaError, require
+from ragvqa.errors import InputError, KnowledgeBaseError, RagvqaError, require
 
 if TYPE_CHECKING:
     from ragvqa.index.embed import ShardTask
@@ -127,9 +127,15 @@ def _find_ragvqa_error(exc: BaseException) -> RagvqaError | None:
 def _pool_size(device: str, num_actors: int | None, cpus_per_actor: float, gpus_per_actor: float) -> int:
     import ray
 
+    resources = ray.cluster_resources()
+    if gpus_per_actor > 0 and resources.get("GPU", 0) < gpus_per_actor:
+        # Without this check the pool would wait for a GPU forever.
+        raise InputError(
+            f"the retriever runs on {device} but the Ray cluster has {resources.get('GPU', 0):g} GPUs",
+            hint="start the Ray workers on GPU nodes, or embed with --device cpu",
+        )
     if num_actors:
         return int(num_actors)
-    resources = ray.cluster_resources()
     if gpus_per_actor > 0:
         return max(1, int(resources.get("GPU", 0) // gpus_per_actor))
     # Leave one CPU for Ray's own work and the read/write tasks: a pool that
