@@ -166,6 +166,46 @@ def build_prompt(
     return parts
 
 
+# Words that say nothing about which sentence answers a question.
+_STOPWORD_TEXT = (
+    "a an the of to in on at by for with from and or is was were are be been being this that "
+    "these those what which who whom whose when where why how does did do about have has had "
+    "it its their there than as into onto his her they them he she we you i my our your"
+)
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+_WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _keywords(text: str) -> set[str]:
+    # A 6-letter prefix is a crude stem: "landed"/"landing", "astronomers"/"astronomy".
+    return {w[:6] for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _STOPWORDS}
+
+
+def focus_context(question: str, text: str, budget_chars: int) -> str:
+    """The sentences of ``text`` that share the most words with ``question``.
+
+    Keeps whole sentences, best-matching first, until ``budget_chars`` is
+    used, then puts them back in document order. A 270M base model copies
+    the right span far more often from a few relevant sentences than from
+    whole sections, and a shorter prompt is faster on a CPU.
+    """
+    text = " ".join(text.split())
+    if len(text) <= budget_chars:
+        return text
+    sentences = _SENTENCE_END.split(text)
+    wanted = _keywords(question)
+    order = sorted(range(len(sentences)), key=lambda i: (-len(_keywords(sentences[i]) & wanted), i))
+    keep: list[int] = []
+    used = 0
+    for i in order:
+        if keep and used + len(sentences[i]) > budget_chars:
+            continue
+        keep.append(i)
+        used += len(sentences[i]) + 1
+    return clean_context(" ".join(sentences[i] for i in sorted(keep)), budget_chars)
+
+
 # The line the offline base model reads first; the worked examples follow.
 _GEMMA_INTRO = "Answer each question with a short answer copied from its context.\n\n"
 
@@ -180,7 +220,7 @@ def gemma_completion_prompt(
     contexts: Sequence[str],
     *,
     dataset: str = "evqa",
-    max_context_chars: int | None = 1500,
+    max_context_chars: int | None = 500,
 ) -> str:
     """Completion-style prompt for a BASE text-only model (Gemma 3 270M).
 
@@ -189,10 +229,14 @@ def gemma_completion_prompt(
     (invented facts; context, question, short answer on one line) and ends with the real context and question and an open
     ``Short answer:``; the model continues with one line that it mostly
     copies from the context. The question comes after the context so the
-    answer follows right after the words it asks about. Each document is cut
-    to ``max_context_chars`` to bound CPU time.
+    answer follows right after the words it asks about. Each document is
+    reduced to its sentences that best match the question, at most
+    ``max_context_chars`` characters (:func:`focus_context`; None keeps whole
+    documents).
     """
     question = _check(question, dataset)
+    if max_context_chars is not None:
+        contexts = [focus_context(question, c, max_context_chars) for c in contexts]
     # All three worked examples for both datasets: on sample questions the
     # 270M model copied the asked-for span more often with three shots than
     # with two (one, two and three shots were compared by hand).
