@@ -155,9 +155,9 @@ def test_focus_context_keeps_the_matching_sentences_in_order():
     from ragvqa.generation.prompts import focus_context
 
     text = " ".join(
-        ["Filler sentence number %d about nothing." % i for i in range(20)]
+        [f"Filler sentence number {i} about nothing." for i in range(20)]
         + ["The society has about 7,000 members."]
-        + ["More filler %d here." % i for i in range(20)]
+        + [f"More filler {i} here." for i in range(20)]
     )
     short = focus_context("How many members does the society have?", text, 120)
     assert "7,000 members" in short and len(short) <= 124
