@@ -47,7 +47,7 @@ def _lines(path):
 
 
 def test_evqa_eval_is_interrupted_resumed_and_scored(
-    offline_pipeline, evqa_fixture, eval_kb, tmp_path, capsys
+    offline_pipeline, evqa_fixture, eval_kb, tmp_path, capsys, artifacts_dir
 ):
     run = tmp_path / "run-evqa"
     config = EvalConfig(
@@ -118,6 +118,12 @@ def test_evqa_eval_is_interrupted_resumed_and_scored(
     )
     scored = json.loads(capsys.readouterr().out)
     assert scored["accuracy_all"] == answers["accuracy_all"] and scored["n"] == 4
+
+    # Keep the report for a person to look at.
+    keep = artifacts_dir / "eval-evqa-offline"
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("report.md", "recall.png", "metrics.json"):
+        (keep / name).write_bytes((run / name).read_bytes())
 
     # A finished run reruns nothing.
     third = CountingPipeline(offline_pipeline)
