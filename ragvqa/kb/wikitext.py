@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 
 from ragvqa.types import ImageRef, Section
 
@@ -97,6 +98,7 @@ _RE_QUOTES = re.compile(r"'{2,}")
 _RE_SWITCH = re.compile(r"__[A-Z]+__")
 _RE_LINE_MARKUP = re.compile(r"^(?:[*#:;]+[ \t]*|-{4,}[ \t]*|[ \t]+)", re.M)
 _RE_EMPTY_PARENS = re.compile(r"[ \t]*\([ \t,;:]*\)")
+_RE_PAREN_PUNCT = re.compile(r"\([ \t,;:]*[,;:][ \t]*")
 _RE_SPACES = re.compile(r"[ \t\xa0]{2,}")
 _RE_SPACE_NL = re.compile(r"[ \t]+\n")
 _RE_BLANK_LINES = re.compile(r"\n{3,}")
@@ -323,8 +325,11 @@ def _strip_braces(text: str) -> str:
                 stack.append(("t", match.start(), match.end()))
             elif token == "}}":
                 if stack and stack[-1][0] == "t":
-                    stack.pop()
+                    _, _, opener_end = stack.pop()
                     if not stack:
+                        rendered = _render_template(text[opener_end : match.start()])
+                        if rendered:
+                            pieces.append(rendered)
                         pos = match.end()
                 elif not stack:  # stray closer
                     pieces.append(text[pos : match.start()])
@@ -356,6 +361,176 @@ def _strip_braces(text: str) -> str:
             return "".join(pieces)
     pieces.append(text[pos:])
     return "".join(pieces)
+
+
+def _params(inner: str) -> tuple[list[str], dict[str, str]]:
+    """Positional and named parameters of a template body (after its name), rendered."""
+    positional: list[str] = []
+    named: dict[str, str] = {}
+    for part in _split_options(inner)[1:]:
+        key = _RE_NAMED_PARAM.match(part)
+        if key is not None:
+            named[key.group(1).strip().lower()] = _strip_braces(part[key.end() :]).strip()
+        else:
+            positional.append(_strip_braces(part).strip())
+    return positional, named
+
+
+def _first(inner: str) -> str:
+    positional, named = _params(inner)
+    if positional:
+        return positional[0]
+    return named.get("text", named.get("1", ""))
+
+
+def _last(inner: str) -> str:
+    positional, _ = _params(inner)
+    return positional[-1] if positional else ""
+
+
+def _lang(inner: str) -> str:
+    positional, named = _params(inner)
+    return positional[1] if len(positional) > 1 else named.get("text", "")
+
+
+def _convert(inner: str) -> str:
+    """{{convert|100|km|mi}} -> "100 km"; {{convert|1|to|2|m}} -> "1 to 2 m"."""
+    positional, _ = _params(inner)
+    if not positional:
+        return ""
+    if len(positional) >= 4 and positional[1] in _RANGE_WORDS:
+        word = positional[1]
+        joiner = "–" if word in ("-", "–") else f" {word} "
+        return f"{positional[0]}{joiner}{positional[2]} {positional[3]}"
+    unit = positional[1] if len(positional) > 1 else ""
+    return f"{positional[0]} {unit}".strip()
+
+
+def _date(inner: str) -> str:
+    """{{birth date|1879|3|14}} -> "14 March 1879" (df=y) or "March 14, 1879"."""
+    positional, named = _params(inner)
+    numbers = [p for p in positional if p.isdigit()][:3]
+    if not numbers:
+        return " ".join(positional)
+    year = numbers[0]
+    if len(numbers) == 1:
+        return year
+    month_index = int(numbers[1])
+    month = _MONTHS[month_index - 1] if 1 <= month_index <= 12 else numbers[1]
+    if len(numbers) == 2:
+        return f"{month} {year}"
+    day = str(int(numbers[2]))
+    if named.get("df", "").lower() in ("y", "yes", "1", "true"):
+        return f"{day} {month} {year}"
+    return f"{month} {day}, {year}"
+
+
+def _as_of(inner: str) -> str:
+    positional, _ = _params(inner)
+    return "As of " + " ".join(reversed(positional[:3])) if positional else ""
+
+
+def _circa(inner: str) -> str:
+    positional, _ = _params(inner)
+    return "c. " + positional[0] if positional else "c."
+
+
+def _frac(inner: str) -> str:
+    positional, _ = _params(inner)
+    if len(positional) == 3:
+        return f"{positional[0]} {positional[1]}/{positional[2]}"
+    return "/".join(positional)
+
+
+def _join(inner: str) -> str:
+    positional, _ = _params(inner)
+    return "".join(positional)
+
+
+def _quote(inner: str) -> str:
+    positional, named = _params(inner)
+    return named.get("text", named.get("quote", positional[0] if positional else ""))
+
+
+# Inline templates whose output is text the reader needs (numbers with units, dates,
+# foreign names); every other template is dropped. Names are lower case, spaces not "_".
+_RENDERERS: dict[str, Callable[[str], str]] = {
+    "convert": _convert,
+    "cvt": _convert,
+    "lang": _lang,
+    "small": _first,
+    "smaller": _first,
+    "big": _first,
+    "nowrap": _first,
+    "nobr": _first,
+    "nobreak": _first,
+    "flag": _first,
+    "flagcountry": _first,
+    "vanchor": _first,
+    "visible anchor": _first,
+    "nihongo": _first,
+    "ill": _first,
+    "abbr": _first,
+    "keypress": _first,
+    "angbr": _first,
+    "sic": _first,
+    "transl": _last,
+    "transliteration": _last,
+    "birth date": _date,
+    "death date": _date,
+    "birth date and age": _date,
+    "death date and age": _date,
+    "birth year and age": _date,
+    "start date": _date,
+    "end date": _date,
+    "dts": _date,
+    "as of": _as_of,
+    "circa": _circa,
+    "c.": _circa,
+    "frac": _frac,
+    "sfrac": _frac,
+    "chem": _join,
+    "quote": _quote,
+    "blockquote": _quote,
+    "·": lambda _: " · ",
+    "ndash": lambda _: "–",
+    "mdash": lambda _: "—",
+    "snd": lambda _: " – ",
+    "spaced ndash": lambda _: " – ",
+    "nbsp": lambda _: " ",
+    "'": lambda _: "'",
+}
+_RE_NAMED_PARAM = re.compile(r"^\s*([\w -]+?)\s*=")
+_RANGE_WORDS = frozenset({"-", "–", "to", "and", "or", "x", "by", "+/-", "±"})
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+
+
+def _render_template(inner: str) -> str:
+    """The text a template shows, for the few in :data:`_RENDERERS`; "" for all others."""
+    bar = inner.find("|")
+    name = (inner if bar < 0 else inner[:bar]).strip().lower()
+    renderer = _RENDERERS.get(name)
+    if renderer is None:
+        if name.startswith("lang-"):
+            renderer = _first
+        elif name.startswith("formatnum:"):
+            return name[len("formatnum:") :].strip()
+        else:
+            return ""
+    return renderer(inner)
 
 
 def _link_repl(match: re.Match[str]) -> str:
@@ -404,6 +579,7 @@ def _finish(text: str) -> str:
     text = _RE_LINE_MARKUP.sub("", text)
     if "(" in text:
         text = _RE_EMPTY_PARENS.sub("", text)
+        text = _RE_PAREN_PUNCT.sub("(", text)
     text = _RE_SPACES.sub(" ", text)
     text = _RE_SPACE_NL.sub("\n", text)
     if "\n\n\n" in text:
