@@ -18,8 +18,12 @@ Public API:
         ``"File:foo_bar.JPG|thumb"`` -> ``"Foo bar.JPG"``; None if not an image.
 
 What the text keeps: prose, list items (markers dropped), link labels
-(``[[a|b]]`` -> ``b``, ``[[a]]`` -> ``a``), external link labels. What it drops:
-templates (nested, any depth) and parser functions, tables (``{| ... |}``,
+(``[[a|b]]`` -> ``b``, ``[[a]]`` -> ``a``), external link labels, and the text of
+the few inline templates that carry facts (``{{convert|100|km|mi}}`` -> "100 km",
+``{{birth date|1879|3|14}}`` -> "March 14, 1879", ``{{lang|de|x}}``/``{{nowrap|x}}``
+-> "x", ``{{as of|..}}``, ``{{circa|..}}``, ``{{frac|..}}``, ``{{chem|..}}``, ...; see
+``_RENDERERS``). What it drops: every other template (nested, any depth) and
+parser function, tables (``{| ... |}``,
 nested), refs, comments, math/chem/score/timeline/code blocks, galleries,
 File/Image/Category/interlanguage links, HTML tags (contents kept), bold and
 italic quotes, behaviour switches (``__TOC__``), HTML entities (decoded).

@@ -415,3 +415,16 @@ def test_find_index_naming(tmp_path: Path) -> None:
     assert find_index(tmp_path / "enwiki-20240601-pages-articles.xml.bz2") is None
     assert is_index_file(index) and is_index_file(plain_index)
     assert not is_index_file(dump) and not is_index_file(whole)
+
+
+def test_empty_and_non_xml_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.xml"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty\.xml: malformed XML at line 1"):
+        read(empty)
+    garbage = tmp_path / "garbage.xml.bz2"
+    garbage.write_bytes(b"BZh9" + bytes(range(256)) * 4)
+    with pytest.raises(
+        DataError, match=r"garbage\.xml\.bz2: corrupt bz2 data .* compressed byte 0"
+    ):
+        read(garbage)

@@ -625,9 +625,20 @@ def iter_pages(
     state = {"skip": max(0, int(skip)), "limit": -1 if limit is None else max(0, int(limit))}
     if state["limit"] == 0:
         return
-    if index_path is not None:
-        yield from _iter_multistream(path, index_path, counts, workers, state)
-        return
+    try:
+        if index_path is not None:
+            yield from _iter_multistream(path, index_path, counts, workers, state)
+        else:
+            yield from _iter_plain(path, counts, workers, state)
+    except OSError as exc:  # unreadable file, I/O error: one line, no traceback
+        raise DataError(
+            f"{path}: cannot read the dump ({exc})", hint="check the file and its permissions"
+        ) from exc
+
+
+def _iter_plain(
+    path: Path, counts: collections.Counter, workers: int, state: dict[str, int]
+) -> Iterator[Page]:
     raws = _iter_raw_plain(path)
     if state["skip"] > 0:
         # Pass over the first `skip` yieldable pages without cleaning them.
