@@ -1,0 +1,145 @@
+"""``ragvqa demo``: serve the Gradio demo page over a knowledge base.
+
+    ragvqa demo --kb data/kb/sample                       # offline profile, http://127.0.0.1:7860
+    ragvqa demo --kb KB --profile paper --retriever ret2:PATH --generator-url http://gpu:8000/v1
+    ragvqa demo --kb KB --host 0.0.0.0 --port 8080 --concurrency 8
+
+Models load once, before the page is served; requests are queued (at most
+``--concurrency`` answered at once, at most ``--queue-size`` waiting).
+``--share`` (off by default) asks Gradio for a public link: read
+docs/demo.md first. Heavy libraries are imported inside run().
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ragvqa.config import PROFILES
+
+AUTH_ENV = "RAGVQA_DEMO_AUTH"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` subcommand."""
+    p = subparsers.add_parser(
+        "demo",
+        help="serve the web demo: upload a photo, ask, see the answer and its evidence",
+        description="Serve the Gradio demo page: a photo and a question in, the short answer "
+        "and the retrieved documents it came from out. Models load once at start.",
+    )
+    p.add_argument("--kb", type=Path, required=True, help="knowledge base directory (built and embedded)")
+    p.add_argument(
+        "--profile",
+        default="offline",
+        choices=sorted(PROFILES),
+        help="models and settings (default: offline = MiniLM + Gemma 3 270M from PyPI; it does not "
+        "look at the photo). paper = ReT-2 + Qwen2.5-VL on a vLLM server",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--retriever", help="retriever spec KIND:ARG overriding the profile's, e.g. ret2:PATH")
+    p.add_argument("--generator-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (vllm serve)")
+    p.add_argument("--generator-model", help="generator model: served name, local path or hub id")
+    p.add_argument(
+        "--generator-backend",
+        choices=["openai", "vllm", "hf", "gemma-offline"],
+        help="generator backend overriding the profile's",
+    )
+    p.add_argument("--beams", type=int, help="default beam width on the page (paper: 3 for Qwen2.5-VL)")
+    p.add_argument("--max-new-tokens", type=int, help="default answer length cap on the page (paper: 20)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="requests answered at once (default: 8 with a generator server, 1 for an in-process model)",
+    )
+    p.add_argument("--queue-size", type=int, default=64, help="requests that may wait in the queue (default 64)")
+    p.add_argument(
+        "--share",
+        action="store_true",
+        help="also publish the page on a public *.gradio.live link (off by default; anyone with the "
+        f"link can use it: set {AUTH_ENV}=user:password, see docs/demo.md)",
+    )
+    p.set_defaults(func=run)
+
+
+def _auth_from_env() -> tuple[str, str] | None:
+    from ragvqa.errors import InputError
+
+    value = os.environ.get(AUTH_ENV, "")
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise InputError(f"{AUTH_ENV} must look like user:password", hint=f"export {AUTH_ENV}=alice:long-secret")
+    return user, password
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ragvqa demo`` until Ctrl-C; returns the exit code."""
+    from ragvqa.cli.ask import _generator_config
+    from ragvqa.config import get_profile
+    from ragvqa.errors import InputError, KnowledgeBaseError, require
+
+    profile = get_profile(args.profile)
+    # Cheap checks first, before any model loads.
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"--port must be between 1 and 65535, not {args.port}")
+    if args.concurrency is not None and not 1 <= args.concurrency <= 256:
+        raise InputError(f"--concurrency must be between 1 and 256, not {args.concurrency}")
+    if not 1 <= args.queue_size <= 10_000:
+        raise InputError(f"--queue-size must be between 1 and 10000, not {args.queue_size}")
+    if not args.kb.is_dir():
+        raise KnowledgeBaseError(
+            f"knowledge base directory not found: {args.kb}",
+            hint="build one with: ragvqa build-kb --sample --out data/kb/sample --retriever text:minilm",
+        )
+    auth = _auth_from_env()
+    generator_config = _generator_config(profile, args)
+    require("gradio", "demo")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+    from ragvqa.app.demo import build_app, launch
+    from ragvqa.pipeline import build_pipeline
+
+    print(f"Loading the {profile.name} profile over {args.kb} ...", file=sys.stderr)
+    pipeline = build_pipeline(args.kb, profile, retriever_spec=args.retriever, generator_config=generator_config)
+    print(f"Models loaded in {pipeline.load_seconds:.1f} s ({pipeline.generator.name}).", file=sys.stderr)
+    concurrency = args.concurrency
+    if concurrency is None:
+        # A server batches many requests; an in-process model on one device gains nothing from more.
+        concurrency = 8 if pipeline.profile.generator.backend == "openai" else 1
+    if args.share:
+        print(
+            "WARNING: --share publishes this page on a public gradio.live URL: anyone with the link "
+            "can send photos and questions and read the knowledge base's documents"
+            + ("" if auth else f" (no login: set {AUTH_ENV}=user:password)")
+            + ".",
+            file=sys.stderr,
+        )
+    app = build_app(pipeline, kb_label=str(args.kb))
+    try:
+        launch(
+            app,
+            host=args.host,
+            port=args.port,
+            concurrency=concurrency,
+            queue_size=args.queue_size,
+            share=args.share,
+            auth=auth,
+            block=True,
+        )
+    except OSError as exc:
+        raise InputError(
+            f"cannot serve on {args.host}:{args.port} ({' '.join(str(exc).split())})",
+            hint="pick another --port, or stop what is using it",
+        ) from exc
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+    print("Demo stopped.", file=sys.stderr)
+    return 0
