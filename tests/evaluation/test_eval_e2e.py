@@ -89,6 +89,7 @@ def test_evqa_eval_is_interrupted_resumed_and_scored(
     ret = metrics["retrieval"]
     assert ret["queries"] == 4 and ret["queries_with_positives"] == 4
     assert ret["recall@1"] <= ret["recall@3"] <= ret["recall@100"] == 100.0
+    assert ret["pseudo_recall@100"] == 100.0  # every answer string is in some page text
     assert (
         json.loads((run / "metrics.json").read_text())["answers"]["accuracy_all"]
         == answers["accuracy_all"]
