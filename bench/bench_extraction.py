@@ -17,7 +17,7 @@ baseline run in the same process on the same input, interleaved and repeated
    its index; ``iter_pages(workers=1)`` vs ``workers=N``.
 
 Usage: .venv/bin/python bench/bench_extraction.py [--repeat 3] [--copies 4]
-       [--pages-per-stream 25] [--workers 2] [--skip-parallel]
+       [--pages-per-stream 25] [--workers 2] [--skip-parallel | --parallel-only]
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ def main() -> int:
     parser.add_argument("--pages-per-stream", type=int, default=25)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--skip-parallel", action="store_true")
+    parser.add_argument("--parallel-only", action="store_true", help="only part 3")
     args = parser.parse_args()
 
     path = sample_path()
@@ -152,6 +153,8 @@ def main() -> int:
     )
     print(f"input: {path.name}: {len(texts)} pages, {total_chars:,} wikitext characters")
 
+    if args.parallel_only:
+        return parallel(args, path, total_chars)
     # 1. end to end, one core
     g_wall, g_cpu, r_wall, r_cpu = [], [], [], []
     for _ in range(args.repeat):
@@ -202,7 +205,11 @@ def main() -> int:
 
     if args.skip_parallel:
         return 0
-    # 3. multistream, workers=1 vs workers=N
+    return parallel(args, path, total_chars)
+
+
+def parallel(args: argparse.Namespace, path: Path, total_chars: int) -> int:
+    """3. multistream, workers=1 vs workers=N."""
     with tempfile.TemporaryDirectory() as tmp:
         dump = build_repeated_multistream(path, Path(tmp), args.copies, args.pages_per_stream)
         one, many, cpu_one, cpu_many, loads, capacity = [], [], [], [], [], []
