@@ -248,7 +248,7 @@ def _as_gradio_error(exc: BaseException) -> Exception:
         message = f"internal error ({type(exc).__name__}); the server log has the details"
     # gr.Error renders its message as HTML: escape it (it can name the user's file). Quotes
     # stay as they are (harmless in text), so API clients read the plain message.
-    return gr.Error(html.escape(message, quote=False), duration=20, title="Could not answer", print_exception=False)
+    return gr.Error(html.escape(message, quote=False), duration=None, title="Could not answer", print_exception=False)
 
 
 # -- the page ------------------------------------------------------------------------
