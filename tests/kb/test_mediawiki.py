@@ -428,3 +428,12 @@ def test_empty_and_non_xml_files(tmp_path: Path) -> None:
         DataError, match=r"garbage\.xml\.bz2: corrupt bz2 data .* compressed byte 0"
     ):
         read(garbage)
+
+
+def test_write_multistream_refuses_a_file_without_pages(tmp_path: Path) -> None:
+    src = tmp_path / "nopages.xml"
+    src.write_text(HEADER + "</mediawiki>\n", encoding="utf-8")
+    dst = tmp_path / "out-multistream.xml.bz2"
+    with pytest.raises(DataError, match="no <page> element"):
+        write_multistream(src, dst)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nopages.xml"]  # nothing half-written

@@ -33,6 +33,7 @@ import html
 import itertools
 import logging
 import multiprocessing
+import os
 import re
 import threading
 import xml.etree.ElementTree as ET
@@ -763,6 +764,21 @@ def write_multistream(
         )
         if not index_path.name.endswith(".bz2"):
             index_path = index_path.with_name(index_path.name + ".bz2")
+    # Written under temporary names and renamed at the end: never a half-written dump.
+    dst_tmp = dst.with_name(dst.name + ".tmp")
+    index_tmp = index_path.with_name(index_path.name + ".tmp")
+    try:
+        _write_multistream(src, dst_tmp, index_tmp, max(1, int(pages_per_stream)))
+    except BaseException:
+        dst_tmp.unlink(missing_ok=True)
+        index_tmp.unlink(missing_ok=True)
+        raise
+    os.replace(index_tmp, index_path)
+    os.replace(dst_tmp, dst)
+    return index_path
+
+
+def _write_multistream(src: Path, dst: Path, index_path: Path, pages_per_stream: int) -> None:
     with open(src, "rb") as raw, open(dst, "wb") as out, bz2.open(index_path, "wb") as index:
         chunks = (
             (c for c, _ in _decompress(raw, src))
@@ -816,4 +832,3 @@ def write_multistream(
         if not header_done:
             raise DataError(f"{src}: no <page> element found", hint="is this a MediaWiki dump?")
         out.write(bz2.compress(buffer, 9))
-    return index_path
