@@ -135,9 +135,9 @@ def load_photo(photo: Any, limits: DemoLimits) -> Image.Image:
     try:
         image = open_image(source, max_pixels=limits.max_pixels)
     except InputError as exc:
-        if isinstance(source, str) and name:
+        if isinstance(source, str) and name and source in exc.message:
             # The server-side temp path means nothing to the person who uploaded the file.
-            exc.message = exc.message.replace(source, repr(name))
+            raise InputError(exc.message.replace(source, repr(name)), hint=exc.hint) from None
         raise
     if image.width * image.height > limits.work_pixels:
         scale = (limits.work_pixels / (image.width * image.height)) ** 0.5
