@@ -196,7 +196,7 @@ class EVQAResult:
         out["bem"] = self.used_bem
         if not self.used_bem:
             out["note"] = (
-                "exact match only (--no-bem): BEM was not run, so these are lower bounds of the official scores"
+                "exact match only (no BEM model): BEM was not run, so these are lower bounds of the official scores"
             )
         out["counts"] = dict(sorted(self.counts.items()))
         return out
