@@ -25,7 +25,7 @@ from ragvqa.config import GeneratorConfig
 from ragvqa.errors import InputError, ModelError, require
 from ragvqa.generation.base import GenerationRequest
 from ragvqa.generation.chat_formats import get_format
-from ragvqa.generation.offline_gemma import clean_answer
+from ragvqa.generation.offline_gemma import clean_answer, quiet_loading
 from ragvqa.generation.prompts import build_prompt
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ class HFGenerator:
 
                 self.image_processor = transformers.AutoImageProcessor.from_pretrained(source)
                 model_cls = LlavaForConditionalGeneration
-            self.model = model_cls.from_pretrained(source, dtype=dtype).to(self.device).eval()
+            with quiet_loading():
+                self.model = model_cls.from_pretrained(source, dtype=dtype).to(self.device).eval()
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(
                 f"cannot load {self.family} model {source!r} with transformers ({' '.join(str(exc).split())[:300]})",

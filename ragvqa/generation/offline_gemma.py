@@ -38,6 +38,20 @@ DONE_FILE = "ragvqa-conversion.json"  # written last inside the converted dir
 CONVERSION_VERSION = 1
 
 
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No transformers "Loading weights" progress bar on the CLI's stderr while inside."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def cache_root() -> Path:
     """ragvqa's cache directory: ``$RAGVQA_CACHE`` or ``~/.cache/ragvqa``."""
     env = os.environ.get("RAGVQA_CACHE")
@@ -157,10 +171,11 @@ class OfflineGemmaGenerator:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.model_dir))
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                str(self.model_dir), dtype=torch.float32
-            ).to(device)
+            with quiet_loading():
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.model_dir))
+                self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                    str(self.model_dir), dtype=torch.float32
+                ).to(device)
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot load the converted Gemma model from {self.model_dir} ({exc})",

@@ -1,0 +1,116 @@
+"""``ragvqa ask``: bad input is one line + exit 2; real answers on a small real KB."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from ragvqa.cli import main
+from tests.generation.fake_openai_server import FakeOpenAIServer
+from tests.generation.kb_fixture import gen_kb, sample_photo  # noqa: F401
+
+MOON_Q = "What was the name of the lunar module that first landed people on this surface?"
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("ask") / "photo.jpg"
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(path)
+    return path
+
+
+def run_error(capsys, argv):
+    code = main(["ask", *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_missing_image(capsys, tmp_path):
+    err = run_error(capsys, ["--kb", str(tmp_path), "--image", str(tmp_path / "nope.jpg"), "q?"])
+    assert "image not found" in err
+
+
+def test_non_image_and_truncated_files(capsys, tmp_path):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    assert "not an image" in run_error(capsys, ["--kb", str(tmp_path), "--image", str(text), "q?"])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert "empty file" in run_error(capsys, ["--kb", str(tmp_path), "--image", str(empty), "q?"])
+
+
+def test_empty_and_huge_questions(capsys, tmp_path, photo):
+    assert "question is empty" in run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "   "])
+    err = run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "why " * 5000])
+    assert "characters long" in err
+
+
+def test_kb_missing_or_not_built(capsys, tmp_path, photo):
+    err = run_error(capsys, ["--kb", str(tmp_path / "nokb"), "--image", str(photo), "q?"])
+    assert "knowledge base directory not found" in err and "build-kb" in err
+    err = run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "q?"])
+    assert "is not a knowledge base" in err
+    assert "--kb KB_DIR" in run_error(capsys, ["--image", str(photo), "q?"])
+
+
+def test_bad_numbers(capsys, tmp_path, photo):
+    assert "--k must be" in run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "q?", "--k", "-1"])
+    err = run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "q?", "--k", "0", "--beams", "0"])
+    assert "--beams must be" in err
+
+
+def test_generator_unreachable(capsys, tmp_path, photo):
+    (tmp_path / "manifest.json").write_text("{}")  # the generator is checked before the KB is opened
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    err = run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "q?", "--profile", "paper",
+                             "--generator-url", f"http://127.0.0.1:{port}/v1"])
+    assert "cannot reach the generator server" in err and "vllm serve" in err
+
+
+def test_kb_built_by_another_retriever(capsys, gen_kb, photo, tmp_path):  # noqa: F811
+    from tests.retriever.tiny_dual_encoders import build_tiny_clip
+
+    clip_dir = build_tiny_clip(tmp_path / "clip")
+    capsys.readouterr()  # drop the builder's own progress output
+    with FakeOpenAIServer() as server:
+        err = run_error(capsys, ["--kb", str(gen_kb), "--image", str(photo), "q?", "--profile", "paper",
+                                 "--retriever", f"clip:{clip_dir}", "--generator-url", server.url])
+    assert "embedded with" in err
+
+
+def test_paper_profile_against_a_server_json(capsys, gen_kb):  # noqa: F811
+    with FakeOpenAIServer(answer="Eagle") as server:
+        code = main(["ask", "--kb", str(gen_kb), "--image", str(sample_photo(gen_kb, "Skimage_moon.png")), MOON_Q,
+                     "--profile", "paper", "--retriever", "text:minilm", "--generator-url", server.url,
+                     "--beams", "4", "--max-new-tokens", "9", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["answer"] == "Eagle" and out["used_image"] is True and out["notices"] == []
+    assert server.requests[0]["n"] == 4 and server.requests[0]["max_tokens"] == 9 and server.problems == []
+    hit = out["hits"][0]
+    assert set(hit) >= {"doc_id", "score", "title", "section", "text", "image_path"}
+    assert hit["title"] == "Apollo 11" and hit["image_path"].endswith("Skimage_moon.png")
+    assert {"load", "encode", "search", "generate", "total"} <= set(out["timings"])
+
+
+@pytest.mark.slow
+def test_offline_ask_on_the_sample_pages(capsys, gen_kb):  # noqa: F811
+    """The README's main job on a small real KB: text output, then --json with k = 0."""
+    image = str(sample_photo(gen_kb, "Skimage_moon.png"))
+    assert main(["ask", "--kb", str(gen_kb), "--image", image, MOON_Q, "--profile", "offline"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Answer: ") and "Note: The photo was NOT used" in out
+    assert "1. [" in out and "Apollo 11" in out and "Time: load" in out
+
+    assert main(["ask", "--kb", str(gen_kb), "--image", image, MOON_Q, "--k", "0", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["k"] == 0 and data["hits"] == [] and data["used_image"] is False
+    assert data["profile"] == "offline" and data["answer"] and "NOT used" in data["notices"][0]
+    assert set(data["timings"]) == {"load", "generate", "total"}
