@@ -73,6 +73,9 @@ HNSW_EF_SEARCH = 128
 #: PQ code size for large collections: 96 bytes per document as 192 4-bit
 #: sub-quantizers in Faiss' SIMD "fast-scan" layout (bench/RESULTS-index.md).
 PQ_CODE_BYTES = 96
+#: PQ indexes over-fetch k * RERANK_K_FACTOR candidates and re-score them
+#: exactly against the KB's float16 embeddings (memory-mapped; not index RAM).
+RERANK_K_FACTOR = 8
 #: Byte overhead per document in an IVF index besides the code: the int64 id
 #: stored in the inverted list.
 IVF_ID_BYTES = 8
@@ -97,6 +100,7 @@ class IndexChoice:
     nprobe: int | None = None
     ef_search: int | None = None
     reason: str = ""
+    rerank_k_factor: int = 0
 
 
 def _nlist_for(n: int) -> int:
@@ -174,19 +178,19 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
     if memory_budget_bytes is not None and n <= HNSW_MAX_DOCS and estimate_bytes(hnsw, n, dim) <= budget:
         return IndexChoice(hnsw, ef_search=HNSW_EF_SEARCH, reason=f"budget admits {hnsw} for {n} docs")
     nlist = _nlist_for(n)
-    # 4-bit sub-quantizers need dim divisible by m; keep those that do.
     for code_bytes in (PQ_CODE_BYTES, 48, 32, 16, 8):
-        m = 2 * code_bytes
-        if dim % m:
-            m = code_bytes  # fall back to 8-bit-wide sub-vectors
-            if dim % m:
-                continue
-        factory = f"IVF{nlist},PQ{m}x4fs"
+        if dim % (2 * code_bytes) == 0:  # 4-bit fast-scan: 2 sub-quantizers per byte
+            factory = f"IVF{nlist},PQ{2 * code_bytes}x4fs"
+        elif dim % code_bytes == 0:  # 8-bit sub-quantizers when dim does not split finer
+            factory = f"IVF{nlist},PQ{code_bytes}"
+        else:
+            continue
         if estimate_bytes(factory, n, dim) <= budget:
             return IndexChoice(
                 factory,
                 nprobe=default_nprobe(nlist),
-                reason=f"{n} docs: IVF-PQ with {code_bytes * (2 * code_bytes // m)} B codes",
+                reason=f"{n} docs: IVF-PQ, {code_bytes} B codes, {nlist} lists",
+                rerank_k_factor=RERANK_K_FACTOR,
             )
     raise InputError(
         f"no index fits {memory_budget_bytes} bytes for {n} vectors of dim {dim}",
@@ -267,6 +271,8 @@ class FaissIndex:
         self.on_gpu = on_gpu
         self._ids = np.asarray(ids, dtype=np.int64) if ids is not None else np.empty(0, np.int64)
         self._pending_ids: list[np.ndarray] = []
+        self._rerank_shards: list[np.ndarray] = []
+        self._rerank_offsets = np.zeros(1, np.int64)
 
     # -- construction ---------------------------------------------------------------
     @classmethod
@@ -311,8 +317,12 @@ class FaissIndex:
             self._ids = np.concatenate([np.asarray(self._ids), *self._pending_ids])
             self._pending_ids = []
 
-    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None) -> None:
-        """Set IVF ``nprobe`` and/or HNSW ``efSearch`` (ignored where not applicable)."""
+    def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None,
+                          rerank_k_factor: int | None = None) -> None:
+        """Set IVF ``nprobe``, HNSW ``efSearch`` (ignored where not applicable) and the
+        re-rank factor (used only once :meth:`attach_rerank` gave the vectors)."""
+        if rerank_k_factor is not None:
+            self.params["rerank_k_factor"] = int(rerank_k_factor)
         faiss = _faiss()
         space = faiss.GpuParameterSpace() if self.on_gpu and hasattr(faiss, "GpuParameterSpace") else faiss.ParameterSpace()
         if nprobe is not None and self._is_ivf():
@@ -333,6 +343,30 @@ class FaissIndex:
         if not self._is_ivf():
             return None
         return int(_faiss().extract_index_ivf(self.to_cpu()).nlist)
+
+    def memory_mapped(self) -> bool:
+        """Whether the vector data (flat codes, HNSW storage or IVF lists) is mapped from the file."""
+        faiss = _faiss()
+        if self.on_gpu:
+            return False
+        index = self.index
+        if isinstance(index, faiss.IndexPreTransform):
+            index = index.index
+        index = faiss.downcast_index(index)
+        if getattr(index, "storage", None) is not None:  # HNSW: the vectors live in its storage index
+            index = faiss.downcast_index(index.storage)
+        codes = getattr(index, "codes", None)
+        if codes is not None and hasattr(codes, "is_owned"):
+            return not codes.is_owned
+        try:
+            lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+        except RuntimeError:
+            return False
+        if isinstance(lists, faiss.OnDiskInvertedLists):
+            return True
+        if isinstance(lists, faiss.ArrayInvertedLists) and lists.nlist > 0:
+            return not lists.codes.at(0).is_owned
+        return False
 
     def train(self, sample: np.ndarray) -> None:
         """Train on float32 (S, D) rows (IVF centroids, PQ codebooks, OPQ rotation)."""
@@ -389,7 +423,15 @@ class FaissIndex:
             return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)
         # GPU Faiss caps k at 2048; CPU indexes take any k but there is no point beyond ntotal.
         k_eff = min(k, self.ntotal, 2048 if self.on_gpu else k)
-        scores, labels = self.index.search(queries, k_eff)
+        k_factor = int(self.params.get("rerank_k_factor") or 0) if self._rerank_shards else 0
+        if k_factor > 1:
+            # Over-fetch k * k_factor candidates from the compressed index, then re-score
+            # them exactly against the float16 embeddings (memory-mapped, read from disk).
+            k_cand = min(k_eff * k_factor, self.ntotal, 2048 if self.on_gpu else self.ntotal)
+            _, cand = self.index.search(queries, k_cand)
+            scores, labels = self._rerank(queries, cand, k_eff)
+        else:
+            scores, labels = self.index.search(queries, k_eff)
         id_map = self.ids
         found = labels >= 0
         doc_ids = np.full((nq, k), -1, np.int64)
@@ -397,6 +439,62 @@ class FaissIndex:
         doc_ids[:, :k_eff] = np.where(found, id_map[np.where(found, labels, 0)], -1)
         out_scores[:, :k_eff] = np.where(found, scores, -np.inf)
         return out_scores, doc_ids
+
+    # -- exact re-ranking over the KB's float16 embeddings ------------------------------------
+    def attach_rerank(self, shards: list[np.ndarray], k_factor: int) -> None:
+        """Re-rank ``k * k_factor`` candidates exactly against the original vectors.
+
+        Args:
+            shards: the (n_i, D) float16/float32 arrays (memory-mapped shards of
+                ``KB_DIR/embeddings``) in the order the vectors were added, so
+                internal id i is global row i.
+            k_factor: candidates fetched per wanted hit; 0 or 1 switches re-ranking off.
+        Memory: the shards stay memory-mapped; each query reads k * k_factor
+        rows (2 * D bytes each) through the page cache, not process heap.
+        """
+        import numpy as np
+
+        total = sum(int(s.shape[0]) for s in shards)
+        if total != self.ntotal:
+            raise KnowledgeBaseError(
+                f"cannot re-rank: the embeddings hold {total} rows but the index {self.ntotal}",
+                hint="rebuild the index with: ragvqa embed KB_DIR --retriever SPEC",
+            )
+        self._rerank_shards = list(shards)
+        self._rerank_offsets = np.cumsum([0] + [int(s.shape[0]) for s in shards])
+        self.params["rerank_k_factor"] = int(k_factor)
+
+    def _rows(self, labels: np.ndarray) -> np.ndarray:
+        """float32 (len(labels), D) original vectors of internal ids ``labels`` (all >= 0)."""
+        import numpy as np
+
+        out = np.empty((labels.shape[0], self.dim), dtype=np.float32)
+        shard_no = np.searchsorted(self._rerank_offsets, labels, side="right") - 1
+        for s in np.unique(shard_no):
+            mask = shard_no == s
+            rows = labels[mask] - self._rerank_offsets[s]
+            order = np.argsort(rows)  # ascending reads from the mapped file
+            got = np.asarray(self._rerank_shards[s][rows[order]], dtype=np.float32)
+            block = np.empty_like(got)
+            block[order] = got
+            out[mask] = block
+        return out
+
+    def _rerank(self, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        nq = queries.shape[0]
+        scores = np.full((nq, k), -np.inf, np.float32)
+        labels = np.full((nq, k), -1, np.int64)
+        for q in range(nq):
+            c = cand[q][cand[q] >= 0]
+            if c.size == 0:
+                continue
+            exact = self._rows(c) @ queries[q]
+            top = np.argsort(-exact, kind="stable")[:k]
+            scores[q, : top.size] = exact[top]
+            labels[q, : top.size] = c[top]
+        return scores, labels
 
     # -- persistence ------------------------------------------------------------------
     def to_cpu(self):
@@ -447,7 +545,7 @@ class FaissIndex:
 
     @classmethod
     def load(cls, directory: Path, *, mmap: bool = True, nprobe: int | None = None, ef_search: int | None = None,
-             use_gpu: bool | None = None, shard: bool = True) -> FaissIndex:
+             use_gpu: bool | None = None, shard: bool = True, rerank_k_factor: int | None = None) -> FaissIndex:
         """Open an index written by :meth:`save`.
 
         Args:
@@ -457,6 +555,8 @@ class FaissIndex:
             nprobe, ef_search: override the saved search parameters.
             use_gpu: move to the GPU(s); None = when Faiss sees a GPU.
             shard: with several GPUs, split the vectors across them.
+            rerank_k_factor: override the saved re-rank factor (0 = off); when
+                on, the KB's ``embeddings/`` (``directory.parent``) are mapped.
         Raises:
             KnowledgeBaseError: no index there, or its files are inconsistent.
         """
@@ -490,6 +590,10 @@ class FaissIndex:
         if use_gpu or (use_gpu is None and num_gpus() > 0):
             index, on_gpu = _to_gpu(index, shard=shard)
         out = cls(index, params["factory"], ids=ids, params=params, on_gpu=on_gpu)
+        k_factor = rerank_k_factor if rerank_k_factor is not None else int(params.get("rerank_k_factor") or 0)
+        out.params["rerank_k_factor"] = k_factor
+        if k_factor > 1:
+            out.attach_rerank([v for v, _ in iter_embedding_shards(directory.parent)], k_factor)
         out.set_search_params(
             nprobe=nprobe if nprobe is not None else params.get("nprobe"),
             ef_search=ef_search if ef_search is not None else params.get("ef_search"),
@@ -576,13 +680,15 @@ def build_from_arrays(
     shard_gpus: bool = True,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    rerank_k_factor: int | None = None,
     seed: int = 0,
 ) -> FaissIndex:
     """Build an index from (vectors (n, D) float16/float32, ids (n,)) pairs.
 
     Trains on a random sample (see :func:`train_points_for`), then adds the
     rows in chunks of ``ADD_CHUNK_ROWS`` so only one float32 chunk is in
-    memory besides the index.
+    memory besides the index. ``rerank_k_factor`` None = ``RERANK_K_FACTOR``
+    for PQ indexes, off otherwise (re-ranking reads the given shards).
     """
     import numpy as np
 
@@ -591,7 +697,8 @@ def build_from_arrays(
         raise KnowledgeBaseError("no embeddings to index", hint="embed the KB first: ragvqa embed KB_DIR --retriever SPEC")
     dim = int(shards[0][0].shape[1])
     if factory:
-        choice = IndexChoice(factory, nprobe=nprobe, ef_search=ef_search, reason="factory given")
+        choice = IndexChoice(factory, nprobe=nprobe, ef_search=ef_search, reason="factory given",
+                             rerank_k_factor=RERANK_K_FACTOR if _is_pq(factory) else 0)
     else:
         choice = choose_index(n, dim, memory_budget_bytes)
     logger.info("building %s over %d vectors of dim %d (%s)", choice.factory, n, dim, choice.reason)
@@ -620,7 +727,16 @@ def build_from_arrays(
         index.set_search_params(nprobe=default_nprobe(index.nlist() or 1))
     if index._is_hnsw() and "ef_search" not in index.params:
         index.set_search_params(ef_search=HNSW_EF_SEARCH)
+    k_factor = choice.rerank_k_factor if rerank_k_factor is None else int(rerank_k_factor)
+    index.params["rerank_k_factor"] = k_factor
+    if k_factor > 1:
+        index.attach_rerank([v for v, _ in shards], k_factor)
     return index
+
+
+def _is_pq(factory: str) -> bool:
+    """Whether a factory string makes a lossy product-quantised index (worth re-ranking)."""
+    return any(part.startswith(("PQ", "OPQ")) for part in factory.replace(" ", "").split(","))
 
 
 def build_index(
@@ -632,6 +748,7 @@ def build_index(
     shard_gpus: bool = True,
     nprobe: int | None = None,
     ef_search: int | None = None,
+    rerank_k_factor: int | None = None,
 ) -> FaissIndex:
     """Index a KB's embeddings and save the index to ``KB_DIR/index/``.
 
@@ -642,6 +759,8 @@ def build_index(
         use_gpu: train/add on the GPU(s); None = when Faiss sees one.
         shard_gpus: with several GPUs, shard the index across them.
         nprobe, ef_search: search parameters stored with the index.
+        rerank_k_factor: exact re-ranking of k * factor candidates against the
+            float16 embeddings at search time; None = on (8) for PQ indexes.
     Returns:
         the built index (also saved).
     Raises:
@@ -657,7 +776,7 @@ def build_index(
     shards = list(iter_embedding_shards(kb_dir))
     index = build_from_arrays(
         shards, factory=factory, memory_budget_bytes=memory_budget_bytes, use_gpu=use_gpu,
-        shard_gpus=shard_gpus, nprobe=nprobe, ef_search=ef_search,
+        shard_gpus=shard_gpus, nprobe=nprobe, ef_search=ef_search, rerank_k_factor=rerank_k_factor,
     )
     index.params["retriever"] = manifest.get("retriever")
     index.params["embeddings_dtype"] = manifest.get("dtype")
@@ -667,10 +786,10 @@ def build_index(
 
 
 def load_index(kb_dir: str | Path, *, mmap: bool = True, nprobe: int | None = None, ef_search: int | None = None,
-               use_gpu: bool | None = None, shard: bool = True) -> FaissIndex:
+               use_gpu: bool | None = None, shard: bool = True, rerank_k_factor: int | None = None) -> FaissIndex:
     """Open ``KB_DIR/index/`` (see :meth:`FaissIndex.load`)."""
     return FaissIndex.load(Path(kb_dir) / INDEX_DIR, mmap=mmap, nprobe=nprobe, ef_search=ef_search,
-                           use_gpu=use_gpu, shard=shard)
+                           use_gpu=use_gpu, shard=shard, rerank_k_factor=rerank_k_factor)
 
 
 def index_summary(index: FaissIndex) -> dict[str, Any]:
