@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="retriever device (cuda on a GPU box)")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--one-thread-control", action="store_true",
+                        help="also time the local engine with 1 torch thread (what a Ray CPU actor uses)")
     parser.add_argument("--limit", type=int, default=None, metavar="PAGES", help="use only the first PAGES pages")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,6 +71,15 @@ def main() -> None:
         load_before = os.getloadavg()
         kb_local = fresh("local")
         results.append(("local", embed_kb(kb_local, retriever, batch_size=args.batch_size, progress=False)))
+        if args.one_thread_control:
+            # Control: the local engine with one torch thread, like a Ray CPU actor.
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            results.append(("local 1 thr", embed_kb(fresh("local-1"), retriever, batch_size=args.batch_size,
+                                                    progress=False)))
+            torch.set_num_threads(threads)
 
         ray_start = None
         if not args.skip_ray:
@@ -90,7 +101,11 @@ def main() -> None:
                     np.array_equal(a[0], b[0]) and np.abs(a[1].astype(np.float32) - b[1].astype(np.float32)).max() <= 1e-3
                     for a, b in zip(iter_embeddings(kb_local), iter_embeddings(kb), strict=True)
                 )
-                summary["same_as_local"] = same
+                byte_equal = all(
+                    (kb_local / "embeddings" / f.name).read_bytes() == f.read_bytes()
+                    for f in sorted((kb / "embeddings").glob("part-*.npy"))
+                )
+                summary["same_as_local"] = "bytes" if byte_equal else same
             ray.shutdown()
             # The local engine again, to bracket drift in the machine's load during the run.
             results.append(("local again", embed_kb(fresh("local-again"), retriever, batch_size=args.batch_size,
