@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ragvqa.kb.sources import mediawiki
 from ragvqa.kb.sources.mediawiki import iter_pages, write_multistream
 from ragvqa.kb.wikitext import parse_wikitext
 
@@ -208,6 +209,43 @@ def main() -> int:
     return parallel(args, path, total_chars)
 
 
+_TASK_LOG: str | None = None
+
+
+def _logged_range_task(*task):
+    """Wraps the pool task of ragvqa's multistream reader: appends "pid cpu_seconds" per task."""
+    start = time.process_time()
+    result = _ORIGINAL_RANGE_TASK(*task)
+    with open(_TASK_LOG, "a") as log:
+        log.write(f"{os.getpid()} {time.process_time() - start}\n")
+    return result
+
+
+_ORIGINAL_RANGE_TASK = mediawiki._range_task
+
+
+def cpu_split(dump: Path, workers: int, log: Path) -> dict[int, float]:
+    """CPU seconds each worker process spent in reading tasks, for one workers=N run.
+
+    Relies on the "fork" start method (this script runs single-threaded), so the
+    workers inherit the wrapped task function.
+    """
+    global _TASK_LOG
+    _TASK_LOG = str(log)
+    log.write_text("")
+    mediawiki._range_task = _logged_range_task
+    try:
+        run_ragvqa(dump, workers)
+    finally:
+        mediawiki._range_task = _ORIGINAL_RANGE_TASK
+    per_worker: dict[int, float] = collections.defaultdict(float)
+    for line in log.read_text().split("\n"):
+        if line:
+            pid, seconds = line.split()
+            per_worker[int(pid)] += float(seconds)
+    return dict(per_worker)
+
+
 def parallel(args: argparse.Namespace, path: Path, total_chars: int) -> int:
     """3. multistream, workers=1 vs workers=N."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,6 +286,15 @@ def parallel(args: argparse.Namespace, path: Path, total_chars: int) -> int:
             f"CPU seconds (main + workers): workers=1 {min(cpu_one):.2f}, workers={args.workers} "
             f"{min(cpu_many):.2f}: parallel overhead {min(cpu_many) / min(cpu_one) - 1:+.1%}; "
             f"1-minute load average before each pair: {', '.join(f'{x:.1f}' for x in loads)}"
+        )
+        split = cpu_split(dump, args.workers, Path(tmp) / "tasks.log")
+        busiest = max(split.values())
+        print(
+            f"CPU split of one workers={args.workers} run: "
+            f"{', '.join(f'{v:.2f}' for v in sorted(split.values()))} s per worker "
+            f"({len(split)} workers); whole job in one process {min(cpu_one):.2f} s CPU -> "
+            f"speedup on {args.workers} free cores (projected from the split) "
+            f"{min(cpu_one) / busiest:.2f}x"
         )
         print(
             f"throughput: workers=1 {total_chars * args.copies / min(one) / 1e6:.2f}M chars/s, "
