@@ -143,7 +143,6 @@ class _PageParser:
     def __init__(self, namespaces: _Namespaces | None = None) -> None:
         self._parser = ET.XMLPullParser(events=("start", "end"))
         self._root: ET.Element | None = None
-        self._depth = 0
         self.namespaces = namespaces or _Namespaces()
         self._have_siteinfo = namespaces is not None and namespaces.prefixes is not None
 
@@ -240,7 +239,7 @@ def _decompress(
         if not block:
             break
         while block:
-            if not started and decomp.needs_input and not block.strip(b"\x00"):
+            if not started and block[:1] == b"\x00" and not block.strip(b"\x00"):
                 offset += len(block)  # zero padding after the last stream
                 block = b""
                 break
