@@ -22,12 +22,25 @@ def minilm():
     return load_retriever("text:minilm")
 
 
+_SHARED: dict[str, Path] = {}
+
+
+def shared_minilm_kb(tmp_path_factory) -> Path:
+    """24 documents (12 topics x 2 sections) in 6 shards, embedded with text:minilm, Flat index.
+
+    Built once per test session and shared with test_search_cli.py (the
+    embedding run dominates these tests' time); tests must not modify it.
+    """
+    if "minilm" not in _SHARED:
+        kb = make_small_kb(tmp_path_factory.mktemp("search"), 24)
+        embed_and_index(kb, "text:minilm", progress=False)
+        _SHARED["minilm"] = kb
+    return _SHARED["minilm"]
+
+
 @pytest.fixture(scope="module")
 def minilm_kb(tmp_path_factory) -> Path:
-    """24 documents (12 topics x 2 sections) in 6 shards, embedded with text:minilm, Flat index."""
-    kb = make_small_kb(tmp_path_factory.mktemp("search"), 24)
-    embed_and_index(kb, "text:minilm", progress=False)
-    return kb
+    return shared_minilm_kb(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
