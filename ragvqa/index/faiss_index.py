@@ -9,9 +9,10 @@ collection size and a memory budget, or named by a Faiss factory string:
 - ``HNSW32``: graph search over float32 rows, about 4 * D + 256 bytes per
   document; no training, slow to build on CPU, chosen only when the caller
   grants the memory for it.
-- ``OPQ..,IVF..,PQ..``: inverted file + product quantisation, trained on a
-  sample; a few dozen bytes per document (code + 8-byte id in the inverted
-  lists). The default for large collections.
+- ``IVF..,PQ..``: inverted file + product quantisation, trained on a
+  sample; ~100 bytes per document (96 B code + 8-byte id in the inverted
+  lists), with exact re-ranking of the candidates against the KB's float16
+  embeddings (memory-mapped). The default for large collections.
 
 Layout written by :meth:`FaissIndex.save` (the whole directory is swapped in
 atomically)::
@@ -71,11 +72,12 @@ HNSW_M = 32
 #: Default efSearch for HNSW indexes.
 HNSW_EF_SEARCH = 128
 #: PQ code size for large collections: 96 bytes per document as 192 4-bit
-#: sub-quantizers in Faiss' SIMD "fast-scan" layout (bench/RESULTS-index.md).
+#: sub-quantizers in Faiss' SIMD "fast-scan" layout (fast on CPU, cheap to
+#: train); recall comes from exact re-ranking (bench/RESULTS-index.md).
 PQ_CODE_BYTES = 96
 #: PQ indexes over-fetch k * RERANK_K_FACTOR candidates and re-score them
 #: exactly against the KB's float16 embeddings (memory-mapped; not index RAM).
-RERANK_K_FACTOR = 8
+RERANK_K_FACTOR = 16
 #: Byte overhead per document in an IVF index besides the code: the int64 id
 #: stored in the inverted list.
 IVF_ID_BYTES = 8
@@ -156,10 +158,11 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
        4 * dim + 272 bytes per document) and ``n <= HNSW_MAX_DOCS`` (2M):
        ``HNSW32``, efSearch 128 (no training, high recall, slow CPU build).
     3. Otherwise IVF-PQ: nlist a power of two near 4 * sqrt(n); 96-byte codes
-       as ``PQ192x4fs`` (4-bit fast-scan; the configuration that met recall@10
-       >= 0.95 at 1M in bench/RESULTS-index.md), smaller codes when the budget
-       forces it (PQ96x4fs, PQ64x4fs, PQ32x4fs, PQ16x4fs). For ~1M docs this
-       gives ``IVF4096,PQ192x4fs`` with nprobe 64.
+       as ``PQ192x4fs`` (4-bit fast-scan), smaller codes when the budget
+       forces it (PQ96x4fs, PQ64x4fs, PQ32x4fs, PQ16x4fs), and exact re-ranking
+       of k * RERANK_K_FACTOR candidates against the float16 embeddings. For
+       ~1M docs: ``IVF4096,PQ192x4fs``, nprobe 64, k_factor 16 (measured
+       recall/latency: bench/RESULTS-index.md).
 
     Args:
         n: number of vectors.
