@@ -468,35 +468,32 @@ class FaissIndex:
         self.params["rerank_k_factor"] = int(k_factor)
 
     def _rows(self, labels: np.ndarray) -> np.ndarray:
-        """float32 (len(labels), D) original vectors of internal ids ``labels`` (all >= 0)."""
+        """float32 (len(labels), D) original vectors of sorted internal ids ``labels`` (all >= 0)."""
         import numpy as np
 
         out = np.empty((labels.shape[0], self.dim), dtype=np.float32)
         shard_no = np.searchsorted(self._rerank_offsets, labels, side="right") - 1
-        for s in np.unique(shard_no):
-            mask = shard_no == s
-            rows = labels[mask] - self._rerank_offsets[s]
-            order = np.argsort(rows)  # ascending reads from the mapped file
-            got = np.asarray(self._rerank_shards[s][rows[order]], dtype=np.float32)
-            block = np.empty_like(got)
-            block[order] = got
-            out[mask] = block
+        bounds = np.searchsorted(shard_no, np.arange(len(self._rerank_shards) + 1))
+        for s in range(len(self._rerank_shards)):
+            lo, hi = bounds[s], bounds[s + 1]
+            if hi > lo:  # ascending rows: sequential-ish reads from the mapped file
+                out[lo:hi] = self._rerank_shards[s][labels[lo:hi] - self._rerank_offsets[s]]
         return out
 
     def _rerank(self, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k among the (Q, C) candidate internal ids (-1 = none)."""
         import numpy as np
 
-        nq = queries.shape[0]
-        scores = np.full((nq, k), -np.inf, np.float32)
-        labels = np.full((nq, k), -1, np.int64)
-        for q in range(nq):
-            c = cand[q][cand[q] >= 0]
-            if c.size == 0:
-                continue
-            exact = self._rows(c) @ queries[q]
-            top = np.argsort(-exact, kind="stable")[:k]
-            scores[q, : top.size] = exact[top]
-            labels[q, : top.size] = c[top]
+        nq, nc = cand.shape
+        valid = cand >= 0
+        uniq, inverse = np.unique(cand[valid], return_inverse=True)  # each row read once per batch
+        rows = self._rows(uniq)  # (U, D)
+        exact = np.full((nq, nc), -np.inf, dtype=np.float32)
+        q_of = np.broadcast_to(np.arange(nq)[:, None], (nq, nc))[valid]
+        exact[valid] = np.einsum("nd,nd->n", rows[inverse], queries[q_of])
+        order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        scores = np.take_along_axis(exact, order, axis=1)
+        labels = np.where(np.isneginf(scores), -1, np.take_along_axis(cand, order, axis=1))
         return scores, labels
 
     # -- persistence ------------------------------------------------------------------
