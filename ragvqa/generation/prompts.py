@@ -220,7 +220,7 @@ def gemma_completion_prompt(
     contexts: Sequence[str],
     *,
     dataset: str = "evqa",
-    max_context_chars: int | None = 500,
+    max_context_chars: int | None = 400,
 ) -> str:
     """Completion-style prompt for a BASE text-only model (Gemma 3 270M).
 
