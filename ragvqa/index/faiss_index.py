@@ -18,7 +18,8 @@ Layout written by :meth:`FaissIndex.save` (the whole directory is swapped in
 atomically)::
 
     KB_DIR/index/index.faiss   the Faiss index (internal ids 0..ntotal-1)
-    KB_DIR/index/ids.npy       int64 (ntotal,) internal id -> doc_id
+    KB_DIR/index/ids.npy       int64 (ntotal,) internal id -> doc_id (omitted,
+                               params "ids": "identity", when doc_id == internal id)
     KB_DIR/index/params.json   factory, dim, ntotal, nprobe/efSearch,
                                retriever fingerprint, faiss version, build time
 
@@ -519,10 +520,18 @@ class FaissIndex:
         tmp.mkdir()
         try:
             faiss.write_index(self.to_cpu(), str(tmp / INDEX_FILE))
-            with open(tmp / IDS_FILE, "wb") as fh:
-                np.save(fh, np.asarray(self.ids, dtype=np.int64))
+            ids = np.asarray(self.ids, dtype=np.int64)
+            # doc_ids are dense positions in the usual case: then the internal ids
+            # are the doc ids and no id array is stored (8 B/doc saved).
+            identity = bool(np.array_equal(ids, np.arange(ids.shape[0], dtype=np.int64)))
+            files = [INDEX_FILE, PARAMS_FILE]
+            if not identity:
+                with open(tmp / IDS_FILE, "wb") as fh:
+                    np.save(fh, ids)
+                files.append(IDS_FILE)
             params = {
                 **self.params,
+                "ids": "identity" if identity else IDS_FILE,
                 "factory": self.factory,
                 "metric": "inner_product",
                 "dim": self.dim,
@@ -531,7 +540,7 @@ class FaissIndex:
                 "index_bytes": (tmp / INDEX_FILE).stat().st_size,
             }
             (tmp / PARAMS_FILE).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
-            for name in (INDEX_FILE, IDS_FILE, PARAMS_FILE):
+            for name in files:
                 with open(tmp / name, "rb") as fh:
                     os.fsync(fh.fileno())
             old = directory.parent / f".{directory.name}.old-{os.getpid()}"
@@ -580,7 +589,10 @@ class FaissIndex:
                 logger.info("cannot memory-map %s (%s); reading it", path, exc)
         if index is None:
             index = faiss.read_index(path)
-        ids = np.load(directory / IDS_FILE, mmap_mode="r" if mmap else None)
+        if params.get("ids") == "identity":
+            ids = np.arange(index.ntotal, dtype=np.int64)
+        else:
+            ids = np.load(directory / IDS_FILE, mmap_mode="r" if mmap else None)
         if ids.shape[0] != index.ntotal or index.d != params.get("dim", index.d):
             raise KnowledgeBaseError(
                 f"index in {directory} is inconsistent ({index.ntotal} vectors, {ids.shape[0]} ids)",

@@ -213,7 +213,7 @@ def test_build_index_save_load_round_trip(tmp_path, clustered_20k, factory):
     built = build_index(kb, factory=factory)
     params = json.loads((kb / "index" / "params.json").read_text())
     assert params["factory"] == factory and params["ntotal"] == 6000 and params["dim"] == 64
-    assert params["retriever"] == retriever and params["faiss_version"]
+    assert params["retriever"] == retriever and params["faiss_version"] and params["ids"] == "ids.npy"
     assert ("nprobe" in params) == ("IVF" in factory) and ("ef_search" in params) == factory.startswith("HNSW")
     for mmap in (False, True):
         loaded = load_index(kb, mmap=mmap)
@@ -251,7 +251,12 @@ def test_rebuild_replaces_index_atomically(tmp_path, clustered_20k):
     build_index(kb, factory="IVF16,Flat")
     build_index(kb)  # auto: 3000 docs -> Flat
     assert load_index(kb).factory == "Flat"
-    assert sorted(p.name for p in (kb / "index").iterdir()) == ["ids.npy", "index.faiss", "params.json"]
+    # doc ids 0..n-1 in order: no id array is stored
+    assert sorted(p.name for p in (kb / "index").iterdir()) == ["index.faiss", "params.json"]
+    params = json.loads((kb / "index" / "params.json").read_text())
+    assert params["ids"] == "identity"
+    _, got = load_index(kb).search(queries, 5)
+    assert got.min() >= 0 and got.max() < 3000
 
 
 def test_missing_or_unfinished_embeddings_are_refused(tmp_path, clustered_20k):
