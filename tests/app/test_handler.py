@@ -68,7 +68,7 @@ def test_queue_bound_refuses_the_excess(demo_pipeline, bad_files):
     from tests.app.conftest import fake_vllm_profile
     from tests.app.oracle_server import OracleServer
 
-    with OracleServer(delay_s=3.0) as slow:
+    with OracleServer(delay_s=1.5) as slow:
         profile = fake_vllm_profile(slow.url)
         pipeline = RAGPipeline(demo_pipeline.retriever, demo_pipeline.searcher, OpenAIGenerator(profile.generator), profile)
         app = build_app(pipeline, examples=[])
