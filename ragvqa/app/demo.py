@@ -25,6 +25,7 @@ import base64
 import binascii
 import html
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,7 +153,7 @@ def _bounded_int(value: Any, name: str, low: int, high: int) -> int:
         number = float(value)
     except (TypeError, ValueError):
         raise InputError(f"{name} must be a number, not {str(value)[:40]!r}") from None
-    if number != int(number) or not low <= number <= high:
+    if not math.isfinite(number) or number != int(number) or not low <= number <= high:
         raise InputError(f"{name} must be a whole number from {low} to {high}, not {value}")
     return int(number)
 
@@ -193,10 +194,9 @@ class DemoHandler:
         """
         started = time.perf_counter()
         limits = self.limits
-        question = check_question("" if question is None else question)
-        image = load_photo(photo, limits)
-        photo_seconds = time.perf_counter() - started
         profile = self.pipeline.profile
+        # Cheap checks first; the photo is decoded last.
+        question = check_question("" if question is None else question)
         if no_retrieval or not self.retrieval_available:
             k_used = 0
         else:
@@ -208,6 +208,9 @@ class DemoHandler:
             profile.generator.max_new_tokens if max_new_tokens in (None, "") else max_new_tokens,
             "max new tokens", 1, limits.max_new_tokens,
         )
+        photo_started = time.perf_counter()
+        image = load_photo(photo, limits)
+        photo_seconds = time.perf_counter() - photo_started
         result = self.pipeline.answer(image, question, k=k_used, num_beams=num_beams, max_new_tokens=tokens)
         result.timings = {"photo": photo_seconds, **result.timings}
         result.timings["total"] = time.perf_counter() - started
@@ -297,7 +300,7 @@ def build_app(
             "Upload or paste a photo, ask a question whose answer is in the encyclopedia, "
             "and see the short answer with the documents it came from."
         )
-        kb_text = f" · knowledge base <code>{render.esc(kb_label)}</code>" if kb_label else ""
+        kb_html = f'<div class="rv-profile">knowledge base <code>{render.esc(kb_label)}</code></div>' if kb_label else ""
         gr.HTML(
             render.banner_html(
                 profile.name,
@@ -305,7 +308,7 @@ def build_app(
                 uses_image=pipeline.uses_image,
                 notice=OFFLINE_NOTICE,
             )
-            + (f'<div class="rv-profile">{kb_text[3:]}</div>' if kb_text else ""),
+            + kb_html,
             css_template=render.CSS,
             elem_id="rv-banner",
         )

@@ -93,3 +93,10 @@ def test_queue_bound_refuses_the_excess(demo_pipeline, bad_files):
     assert len(answers) + len(refused) == 6
     assert refused and len(answers) >= 1
     assert set(answers) == {"SpaceShipOne"}
+
+
+@pytest.mark.parametrize(("k", "message"), [(float("nan"), "k must be a whole number"), (float("inf"), "k must be a whole number"),
+                                             (2.5, "k must be a whole number"), ("three", "k must be a number")])
+def test_settings_must_be_whole_numbers_in_bounds(demo_pipeline, bad_files, k, message):
+    with pytest.raises(InputError, match=message):
+        DemoHandler(demo_pipeline).answer(str(bad_files["good"]), ASTRONAUT.question, k=k)
