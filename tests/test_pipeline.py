@@ -88,10 +88,13 @@ def test_bad_questions(qwen_pipeline):
 def test_paper_profile_over_http_with_retrieval(gen_kb):  # noqa: F811
     """Retrieval on the KB + the openai backend: the server gets the photo and the KB texts."""
     with FakeOpenAIServer(answer="Eagle") as server:
+        # The profile names a retriever kind without weights (as paper's "ret2:"):
+        # the KB's recorded retriever is used.
         pipeline = build_pipeline(
-            gen_kb, "paper", retriever_spec="text:minilm",
+            gen_kb, PROFILES["paper"].with_overrides(retriever="text:"),
             generator_config=replace(PROFILES["paper"].generator, base_url=server.url),
         )
+        assert pipeline.profile.retriever == "text:minilm"
         answer = pipeline.answer(sample_photo(gen_kb, "Skimage_moon.png"), MOON_Q)
     assert answer.text == "Eagle" and answer.used_image is True and answer.notices == []
     (body,) = server.requests
