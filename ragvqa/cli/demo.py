@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from ragvqa.config import PROFILES
@@ -122,21 +123,32 @@ def run(args: argparse.Namespace) -> int:
         )
     app = build_app(pipeline, kb_label=str(args.kb))
     try:
-        launch(
-            app,
-            host=args.host,
-            port=args.port,
-            concurrency=concurrency,
-            queue_size=args.queue_size,
-            share=args.share,
-            auth=auth,
-            block=True,
+        try:
+            launch(
+                app,
+                host=args.host,
+                port=args.port,
+                concurrency=concurrency,
+                queue_size=args.queue_size,
+                share=args.share,
+                auth=auth,
+                block=False,
+                quiet=True,  # gradio's own hints name launch() arguments, not ours
+            )
+        except OSError as exc:
+            raise InputError(
+                f"cannot serve on {args.host}:{args.port} ({' '.join(str(exc).split())})",
+                hint="pick another --port, or stop what is using it",
+            ) from exc
+        print(
+            f"Serving the demo on {app.local_url} ({concurrency} at once, queue of {args.queue_size}); "
+            "Ctrl-C stops it.",
+            file=sys.stderr,
         )
-    except OSError as exc:
-        raise InputError(
-            f"cannot serve on {args.host}:{args.port} ({' '.join(str(exc).split())})",
-            hint="pick another --port, or stop what is using it",
-        ) from exc
+        if args.share and getattr(app, "share_url", None):
+            print(f"Public link: {app.share_url}", file=sys.stderr)
+        while app.is_running:
+            time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:

@@ -172,6 +172,7 @@ def test_browser_upload_ask_see_answer_and_evidence_then_a_bad_upload(served, pa
 def test_ctrl_c_stops_the_server(served):
     assert served.stop() == 0, served.output
     assert "Models loaded in" in served.output and "Demo stopped." in served.output
+    assert f"Serving the demo on {served.url}" in served.output
     assert "Traceback" not in served.output
 
 
