@@ -100,3 +100,17 @@ def test_queue_bound_refuses_the_excess(demo_pipeline, bad_files):
 def test_settings_must_be_whole_numbers_in_bounds(demo_pipeline, bad_files, k, message):
     with pytest.raises(InputError, match=message):
         DemoHandler(demo_pipeline).answer(str(bad_files["good"]), ASTRONAUT.question, k=k)
+
+
+def test_errors_become_one_line_page_messages(caplog):
+    import gradio as gr
+
+    from ragvqa.app.demo import _as_gradio_error
+    from ragvqa.errors import GeneratorError
+
+    err = _as_gradio_error(GeneratorError("server <b>down</b>\n at x", hint="start it"))
+    assert isinstance(err, gr.Error) and err.message == "server &lt;b&gt;down&lt;/b&gt; at x (start it)"
+    with caplog.at_level("ERROR", logger="ragvqa.app.demo"):
+        bug = _as_gradio_error(ZeroDivisionError("secret internals"))
+    assert bug.message == "internal error (ZeroDivisionError); the server log has the details"
+    assert "secret internals" in caplog.text  # the traceback goes to the log, not the page
