@@ -147,11 +147,11 @@ def test_hnsw_works(clustered_20k):
     [
         (1_000, 384, None, "Flat"),
         (EXACT_MAX_DOCS, 768, None, "Flat"),
-        (1_000_000, 768, None, "IVF4096,PQ192x4fs"),
-        (15_900_000, 768, None, "IVF16384,PQ192x4fs"),
+        (1_000_000, 768, None, "IVF1024,PQ192x4fs"),
+        (15_900_000, 768, None, "IVF4096,PQ192x4fs"),
         (500_000, 768, 2 * 10**9, "HNSW32"),  # a budget that admits full vectors + graph
-        (100_000, 768, 10**8, "IVF1024,PQ192x4fs"),  # flat (307 MB) over budget -> IVF-PQ
-        (1_000_000, 768, 75 * 10**6, "IVF4096,PQ96x4fs"),  # 96 B codes over budget -> 48 B
+        (100_000, 768, 10**8, "IVF256,PQ192x4fs"),  # flat (307 MB) over budget -> IVF-PQ
+        (1_000_000, 768, 75 * 10**6, "IVF1024,PQ96x4fs"),  # 96 B codes over budget -> 48 B
     ],
 )
 def test_auto_selection_follows_the_documented_policy(n, dim, budget, expected):
@@ -160,7 +160,9 @@ def test_auto_selection_follows_the_documented_policy(n, dim, budget, expected):
     if budget is not None:
         assert estimate_bytes(choice.factory, n, dim) <= budget
     if "IVF" in expected:
-        assert choice.nprobe and choice.nprobe >= 8
+        assert choice.nprobe and choice.nprobe >= 8 and choice.rerank_k_factor == RERANK_K_FACTOR
+    if n == 1_000_000 and budget is None:
+        assert (choice.nprobe, choice.rerank_k_factor) == (128, 32)  # the measured configuration
     if expected.startswith("HNSW"):
         assert choice.ef_search
 
