@@ -224,15 +224,17 @@ def num_gpus() -> int:
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
 
 
-def _to_gpu(index, *, shard: bool):
+def _to_gpu(index, *, shard: bool, single: bool = False):
     """Move a CPU index to the GPU(s); return (index, on_gpu).
 
     One GPU: ``index_cpu_to_gpu``. Several: ``index_cpu_to_all_gpus`` with
     ``shard=True`` splitting the vectors across GPUs (each holds ntotal/G;
     results merged) or replicating them (each holds all; queries split).
-    float16 storage / lookup tables halve GPU memory at no measurable recall
-    cost for normalised embeddings. Index types the GPU does not support (HNSW,
-    PQ fast-scan) stay on the CPU with a warning.
+    ``single=True`` uses GPU 0 only (training: every shard must share one set
+    of centroids, so the index is trained once before it is spread). float16
+    storage / lookup tables halve GPU memory (a small precision cost on
+    normalised embeddings). Index types the GPU does not support (HNSW, PQ
+    fast-scan) stay on the CPU with a warning.
     Not exercised here (no GPU on the test machines).
     """
     faiss = _faiss()
@@ -240,7 +242,7 @@ def _to_gpu(index, *, shard: bool):
     if gpus == 0:
         return index, False
     try:
-        if gpus == 1:
+        if gpus == 1 or single:
             res = faiss.StandardGpuResources()
             co = faiss.GpuClonerOptions()
             co.useFloat16 = True
@@ -722,12 +724,19 @@ def build_from_arrays(
     logger.info("building %s over %d vectors of dim %d (%s)", choice.factory, n, dim, choice.reason)
     t0 = time.perf_counter()
     index = FaissIndex.create(dim, choice.factory)
-    if use_gpu or (use_gpu is None and num_gpus() > 0):
-        index.index, index.on_gpu = _to_gpu(index.index, shard=shard_gpus)
+    gpu = bool(use_gpu or (use_gpu is None and num_gpus() > 0))
     if not index.is_trained:
         sample = sample_rows([v for v, _ in shards], train_points_for(choice.factory, n), seed=seed)
-        index.train(sample)
+        if gpu:  # k-means on one GPU, then back to the CPU to be spread over all GPUs
+            trainee, on_gpu = _to_gpu(index.index, shard=False, single=True)
+            trainee.train(np.ascontiguousarray(sample, dtype=np.float32))
+            index.index = _faiss().index_gpu_to_cpu(trainee) if on_gpu else trainee
+            index.params["train_points"] = int(sample.shape[0])
+        else:
+            index.train(sample)
         del sample
+    if gpu:
+        index.index, index.on_gpu = _to_gpu(index.index, shard=shard_gpus)
     for vectors, ids in shards:
         for lo in range(0, vectors.shape[0], ADD_CHUNK_ROWS):
             chunk = np.asarray(vectors[lo:lo + ADD_CHUNK_ROWS], dtype=np.float32)

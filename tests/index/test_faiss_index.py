@@ -272,3 +272,14 @@ def test_missing_or_unfinished_embeddings_are_refused(tmp_path, clustered_20k):
         build_index(kb)
     with pytest.raises(KnowledgeBaseError, match="no vector index"):
         load_index(kb)
+
+
+def test_gpu_request_without_gpu_falls_back_to_cpu(clustered_20k):
+    # faiss-cpu sees no GPU: the GPU branch (train on one GPU, spread over all) must degrade
+    # to the CPU index, not fail. The GPU calls themselves need faiss-gpu and a GPU.
+    base, queries = clustered_20k
+    index = build_from_arrays([(base[:3000], np.arange(3000))], factory="IVF16,Flat", use_gpu=True, nprobe=16)
+    assert not index.on_gpu and index.is_trained and index.ntotal == 3000
+    assert index.params["train_points"] == 3000
+    _, ids = index.search(queries[:5], 3)
+    assert ids.min() >= 0
