@@ -280,6 +280,6 @@ def test_gpu_request_without_gpu_falls_back_to_cpu(clustered_20k):
     base, queries = clustered_20k
     index = build_from_arrays([(base[:3000], np.arange(3000))], factory="IVF16,Flat", use_gpu=True, nprobe=16)
     assert not index.on_gpu and index.is_trained and index.ntotal == 3000
-    assert index.params["train_points"] == 3000
+    assert index.params["train_points"] == 1024  # 64 points per list
     _, ids = index.search(queries[:5], 3)
     assert ids.min() >= 0
