@@ -52,20 +52,34 @@ def read_embeddings_manifest(kb_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def spec_of(fingerprint: dict[str, Any] | None) -> str | None:
+    """The ``KIND:ARG`` spec a fingerprint names, if it can be told.
+
+    A ``spec`` key wins; baseline names (``text:minilm``, ``clip:PATH``) are
+    specs themselves; ReT-2 records ``name`` "ret2" and its checkpoint ``source``.
+    """
+    if not fingerprint:
+        return None
+    if fingerprint.get("spec"):
+        return str(fingerprint["spec"])
+    name = str(fingerprint.get("name") or "")
+    if ":" in name:
+        return name
+    if name and fingerprint.get("source"):
+        return f"{name}:{fingerprint['source']}"
+    return None
+
+
 def retriever_label(fingerprint: dict[str, Any] | None) -> str:
-    """How to name a retriever to a user: its spec if recorded, else its name."""
+    """How to name a retriever to a user: its spec if known, else its name."""
     if not fingerprint:
         return "an unknown retriever"
-    return str(fingerprint.get("spec") or fingerprint.get("name") or "an unknown retriever")
+    return spec_of(fingerprint) or str(fingerprint.get("name") or "an unknown retriever")
 
 
 def recorded_retriever_spec(kb_dir: str | Path) -> str | None:
     """The ``KIND:ARG`` spec of the retriever the KB was embedded with, if the manifest says."""
-    fingerprint = read_embeddings_manifest(kb_dir).get("retriever") or {}
-    spec = fingerprint.get("spec")
-    if not spec and ":" in str(fingerprint.get("name", "")):
-        spec = fingerprint["name"]  # names such as "text:minilm" are specs themselves
-    return spec or None
+    return spec_of(read_embeddings_manifest(kb_dir).get("retriever"))
 
 
 def same_retriever(recorded: dict[str, Any] | None, current: dict[str, Any]) -> bool:

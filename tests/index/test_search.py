@@ -11,7 +11,7 @@ import pytest
 
 from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.index.embed import embed_and_index
-from ragvqa.index.search import KBSearcher, recorded_retriever_spec, search_vectors
+from ragvqa.index.search import KBSearcher, recorded_retriever_spec, search_vectors, spec_of
 from ragvqa.retriever.registry import load_retriever
 from tests.index.conftest import make_small_kb
 from tests.retriever.tiny_dual_encoders import build_tiny_clip
@@ -93,6 +93,13 @@ def test_retriever_free_vector_search(minilm_kb):
 @pytest.mark.slow
 def test_recorded_spec_names_the_retriever(minilm_kb):
     assert recorded_retriever_spec(minilm_kb) == "text:minilm"
+
+
+def test_spec_of_fingerprints():
+    assert spec_of({"name": "clip:/m/clip", "config_hash": "c"}) == "clip:/m/clip"
+    assert spec_of({"name": "ret2", "source": "/ckpt/ret2-clip-l"}) == "ret2:/ckpt/ret2-clip-l"
+    assert spec_of({"name": "x", "spec": "text:/m"}) == "text:/m"
+    assert spec_of({"name": "ret2"}) is None and spec_of(None) is None
 
 
 @pytest.mark.slow
