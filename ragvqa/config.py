@@ -14,7 +14,9 @@ Retriever specs are strings ``KIND:ARG`` resolved by
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from ragvqa.errors import InputError
 
@@ -140,3 +142,13 @@ def get_profile(name: str) -> Profile:
         raise InputError(
             f"unknown profile {name!r}", hint=f"choose one of: {', '.join(sorted(PROFILES))}"
         ) from None
+
+
+def cache_root() -> Path:
+    """ragvqa's cache directory: ``$RAGVQA_CACHE``, else ``$XDG_CACHE_HOME/ragvqa``,
+    else ``~/.cache/ragvqa``. Holds converted offline models and weight digests."""
+    env = os.environ.get("RAGVQA_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "ragvqa"

@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ragvqa.config import GeneratorConfig
+from ragvqa.config import GeneratorConfig, cache_root
 from ragvqa.errors import ModelError, require
 from ragvqa.generation.base import GenerationRequest
 
@@ -50,12 +50,6 @@ def quiet_loading() -> Iterator[None]:
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
-
-
-def cache_root() -> Path:
-    """ragvqa's cache directory: ``$RAGVQA_CACHE`` or ``~/.cache/ragvqa``."""
-    env = os.environ.get("RAGVQA_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ragvqa"
 
 
 def converted_dir(root: Path | None = None) -> Path:

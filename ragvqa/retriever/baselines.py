@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ragvqa.config import cache_root
 from ragvqa.errors import InputError, ModelError, require
 from ragvqa.retriever.base import ImageInput
 
@@ -57,17 +58,14 @@ _memory_cache: dict[str, str] = {}
 
 
 def _cache_file() -> Path:
-    root = os.environ.get("RAGVQA_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ragvqa"
-    )
-    return Path(root) / "weights-sha256.json"
+    return cache_root() / "weights-sha256.json"
 
 
 def file_sha256(path: Path) -> str:
     """sha256 of one file, cached by (absolute path, mtime_ns, size).
 
-    The digest is kept in memory and in ``$RAGVQA_CACHE_DIR/weights-sha256.json``
-    (default ``~/.cache/ragvqa``), so a multi-GB checkpoint is hashed once per
+    The digest is kept in memory and in ``$RAGVQA_CACHE/weights-sha256.json``
+    (default ``~/.cache/ragvqa``, see ragvqa.config.cache_root), so a multi-GB checkpoint is hashed once per
     machine, not on every load. A changed file (new mtime or size) is rehashed.
     """
     stat = path.stat()

@@ -84,7 +84,7 @@ def test_minilm_never_opens_images_and_batches_consistently(minilm, photos):
 
 @pytest.mark.slow
 def test_minilm_fingerprint_is_stable_and_names_the_weights(minilm, tmp_path, monkeypatch):
-    monkeypatch.setenv("RAGVQA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("RAGVQA_CACHE", str(tmp_path))
     fp = minilm.fingerprint()
     assert fp["name"] == "text:minilm" and fp["dim"] == 384
     assert len(fp["config_hash"]) == 64 and len(fp["weights_sha256"]) == 64
@@ -112,7 +112,7 @@ def test_minilm_instruction_is_optional_and_query_only(minilm):
 def test_weights_hash_changes_with_the_file(tmp_path, monkeypatch):
     from ragvqa.retriever.baselines import weights_sha256
 
-    monkeypatch.setenv("RAGVQA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAGVQA_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "m"
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"a" * 100)
