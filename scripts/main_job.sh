@@ -12,4 +12,4 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 KB=${RAGVQA_SAMPLE_KB:-data/kb/sample}
 .venv/bin/ragvqa build-kb --sample --out "$KB" --retriever text:minilm
 .venv/bin/ragvqa ask --kb "$KB" --image "$KB/images/Skimage_moon.png" \
-  "Who was the commander of Apollo 11?" --profile offline
+  "In what year did Apollo 11 land on the Moon?" --profile offline

@@ -218,6 +218,9 @@ class OfflineGemmaGenerator:
                     num_beams=beams,
                     do_sample=False,
                     eos_token_id=self._stop_ids,
+                    # An answer never starts with a newline or EOS: without this
+                    # the model sometimes "answers" with an empty line.
+                    begin_suppress_tokens=self._stop_ids,
                     pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
                 )
             new_tokens = output[0, inputs["input_ids"].shape[1] :]
