@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     emb.add_argument("--retriever", metavar="SPEC", help="retriever spec, e.g. text:minilm or ret2:PATH")
     emb.add_argument("--profile", metavar="P", help="take the retriever from this profile (paper, offline, ...)")
     emb.add_argument("--engine", choices=("local", "ray"), default="local", help="embedding engine")
+    emb.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join with --engine ray (default: $RAY_ADDRESS or a local Ray)")
+    emb.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="retriever dtype (half precision on GPU)")
     emb.add_argument("--batch-size", type=int, default=64, help="embedding batch size")
     emb.add_argument("--device", default="cpu", help="embedding device (cpu, cuda)")
     emb.add_argument("--index-factory", metavar="FACTORY", help="Faiss index factory string (default: chosen by size)")
@@ -99,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
         batch_size=args.batch_size,
         index_factory=args.index_factory,
+        ray_address=args.ray_address,
         device=args.device,
+        dtype=args.dtype,
         progress=not args.no_progress,
     )
     index = summary.get("index", {}) if isinstance(summary, dict) else {}

@@ -212,7 +212,13 @@ class ReT2Retriever:
         """Registry entry point: ``ret2:PATH_OR_HUB_ID``."""
         if kind != "ret2":
             raise InputError(f"ReT2Retriever cannot load a {kind!r} spec", hint="use ret2:PATH_OR_HUB_ID")
-        return cls.from_pretrained(arg, device=device, dtype=dtype, instruction=instruction, **kw)
+        retriever = cls.from_pretrained(arg, device=device, dtype=dtype, instruction=instruction, **kw)
+        # What load_retriever needs to rebuild this retriever elsewhere: the Ray
+        # engine's actors load the checkpoint themselves instead of receiving a
+        # pickled copy of the whole model.
+        retriever.spec = f"{kind}:{arg}"
+        retriever.load_options = {"device": device, "dtype": dtype, "instruction": instruction, **kw}
+        return retriever
 
     # ---- identity ----------------------------------------------------------
     def fingerprint(self) -> dict[str, Any]:

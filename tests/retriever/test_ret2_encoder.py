@@ -21,6 +21,12 @@ def test_registry_loads_it_and_it_is_a_retriever(clip_checkpoint):
     bf16 = load_retriever(f"ret2:{clip_checkpoint}", dtype="bfloat16")
     assert {k: bf16.fingerprint()[k] for k in ("name", "config_hash", "weights_sha256")} == {
         k: fp[k] for k in ("name", "config_hash", "weights_sha256")}
+    # spec + load_options rebuild the same retriever (the Ray engine's actors do this).
+    again = load_retriever(r.spec, **r.load_options)
+    assert again.fingerprint() == fp
+    q = r.encode_queries([None], ["a question"])
+    np.testing.assert_array_equal(again.encode_queries([None], ["a question"]), q)
+    again.close()
     r.close()
     bf16.close()
 
