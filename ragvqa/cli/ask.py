@@ -15,11 +15,10 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ragvqa.config import PROFILES
+from ragvqa.cli.common import add_model_arguments, generator_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,22 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("question", help="the question, in quotes")
     p.add_argument("--kb", type=Path, help="knowledge base directory (built and embedded with the same retriever)")
     p.add_argument("--image", required=True, help="the photo (JPEG, PNG, WebP, ...)")
-    p.add_argument(
-        "--profile",
-        default="offline",
-        choices=sorted(PROFILES),
-        help="models and settings (default: offline = MiniLM + Gemma 3 270M from PyPI; "
-        "it does not look at the photo). paper = ReT-2 + Qwen2.5-VL on a vLLM server",
-    )
+    add_model_arguments(p)
     p.add_argument("--k", type=int, default=None, help="documents to retrieve (profile default 3; 0 = no retrieval)")
-    p.add_argument("--retriever", help="retriever spec KIND:ARG overriding the profile's, e.g. ret2:PATH")
-    p.add_argument("--generator-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (vllm serve)")
-    p.add_argument("--generator-model", help="generator model: served name, local path or hub id")
-    p.add_argument(
-        "--generator-backend",
-        choices=["openai", "vllm", "hf", "gemma-offline"],
-        help="generator backend overriding the profile's",
-    )
     p.add_argument("--beams", type=int, help="beam width (paper: 3 for Qwen2.5-VL, 5 for LLaVA-MORE)")
     p.add_argument("--max-new-tokens", type=int, help="answer length cap in tokens (paper: 20)")
     p.add_argument(
@@ -59,34 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
-
-
-def _generator_config(profile: Any, args: argparse.Namespace) -> Any:
-    from ragvqa.errors import InputError
-
-    changes: dict[str, Any] = {}
-    if args.generator_url:
-        changes["base_url"] = args.generator_url
-        if not args.generator_backend and profile.generator.backend != "openai":
-            changes["backend"] = "openai"
-            if profile.generator.family == "gemma_text":
-                raise InputError(
-                    f"--generator-url needs a vision-language profile, not {profile.name!r}",
-                    hint="add --profile paper (or paper-llava)",
-                )
-    if args.generator_backend:
-        changes["backend"] = args.generator_backend
-    if args.generator_model:
-        changes["model"] = args.generator_model
-    if args.beams is not None:
-        if args.beams < 1:
-            raise InputError(f"--beams must be 1 or more, not {args.beams}")
-        changes["num_beams"] = args.beams
-    if args.max_new_tokens is not None:
-        if not 1 <= args.max_new_tokens <= 1024:
-            raise InputError(f"--max-new-tokens must be between 1 and 1024, not {args.max_new_tokens}")
-        changes["max_new_tokens"] = args.max_new_tokens
-    return replace(profile.generator, **changes) if changes else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
                 f"knowledge base directory not found: {args.kb}",
                 hint="build one with: ragvqa build-kb --sample --out data/kb/sample --retriever text:minilm",
             )
-    generator_config = _generator_config(profile, args)
+    gen_config = generator_config(profile, args)
 
     pipeline = build_pipeline(
         args.kb if k > 0 else None,
         profile,
         retriever_spec=args.retriever,
-        generator_config=generator_config,
+        generator_config=gen_config,
         k=k,
     )
     answer = pipeline.answer(image, question, k=k, dataset=args.dataset)

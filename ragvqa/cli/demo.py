@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ragvqa.config import PROFILES
+from ragvqa.cli.common import add_model_arguments, generator_config
 
 AUTH_ENV = "RAGVQA_DEMO_AUTH"
 
@@ -32,23 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and the retrieved documents it came from out. Models load once at start.",
     )
     p.add_argument("--kb", type=Path, required=True, help="knowledge base directory (built and embedded)")
-    p.add_argument(
-        "--profile",
-        default="offline",
-        choices=sorted(PROFILES),
-        help="models and settings (default: offline = MiniLM + Gemma 3 270M from PyPI; it does not "
-        "look at the photo). paper = ReT-2 + Qwen2.5-VL on a vLLM server",
-    )
+    add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--retriever", help="retriever spec KIND:ARG overriding the profile's, e.g. ret2:PATH")
-    p.add_argument("--generator-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (vllm serve)")
-    p.add_argument("--generator-model", help="generator model: served name, local path or hub id")
-    p.add_argument(
-        "--generator-backend",
-        choices=["openai", "vllm", "hf", "gemma-offline"],
-        help="generator backend overriding the profile's",
-    )
     p.add_argument("--beams", type=int, help="default beam width on the page (paper: 3 for Qwen2.5-VL)")
     p.add_argument("--max-new-tokens", type=int, help="default answer length cap on the page (paper: 20)")
     p.add_argument(
@@ -81,7 +67,6 @@ def _auth_from_env() -> tuple[str, str] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ragvqa demo`` until Ctrl-C; returns the exit code."""
-    from ragvqa.cli.ask import _generator_config
     from ragvqa.config import get_profile
     from ragvqa.errors import InputError, KnowledgeBaseError, require
 
@@ -99,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             hint="build one with: ragvqa build-kb --sample --out data/kb/sample --retriever text:minilm",
         )
     auth = _auth_from_env()
-    generator_config = _generator_config(profile, args)
+    gen_config = generator_config(profile, args)
     require("gradio", "demo")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -107,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ragvqa.pipeline import build_pipeline
 
     print(f"Loading the {profile.name} profile over {args.kb} ...", file=sys.stderr)
-    pipeline = build_pipeline(args.kb, profile, retriever_spec=args.retriever, generator_config=generator_config)
+    pipeline = build_pipeline(args.kb, profile, retriever_spec=args.retriever, generator_config=gen_config)
     print(f"Models loaded in {pipeline.load_seconds:.1f} s ({pipeline.generator.name}).", file=sys.stderr)
     concurrency = args.concurrency
     if concurrency is None:
