@@ -10,8 +10,8 @@ collection size and a memory budget, or named by a Faiss factory string:
   document; no training, slow to build on CPU, chosen only when the caller
   grants the memory for it.
 - ``IVF..,PQ..``: inverted file + product quantisation, trained on a
-  sample; ~100 bytes per document (96 B code + 8-byte id in the inverted
-  lists), with exact re-ranking of the candidates against the KB's float16
+  sample; ~76 bytes per document at 1M (64 B residual 4-bit fast-scan code,
+  8-byte id in the inverted lists, centroids), with exact re-ranking of the candidates against the KB's float16
   embeddings (memory-mapped). The default for large collections.
 
 Layout written by :meth:`FaissIndex.save` (the whole directory is swapped in
@@ -72,16 +72,26 @@ HNSW_MAX_DOCS = 2_000_000
 HNSW_M = 32
 #: Default efSearch for HNSW indexes.
 HNSW_EF_SEARCH = 128
-#: PQ code size for large collections: 96 bytes per document as 192 4-bit
-#: sub-quantizers in Faiss' SIMD "fast-scan" layout (fast on CPU, cheap to
-#: train); recall comes from exact re-ranking (bench/RESULTS-index.md).
-PQ_CODE_BYTES = 96
+#: PQ code size for large collections: 64 bytes per document as 128 4-bit
+#: sub-quantizers of the residual (vector - IVF centroid) in Faiss' SIMD
+#: "fast-scan" layout (``PQ128x4fsr``): fast on CPU, cheap to train; recall
+#: comes from exact re-ranking (bench/RESULTS-index.md, 2026-11-22 tuning:
+#: residual 64 B codes re-rank better than non-residual 96 B ones).
+PQ_CODE_BYTES = 64
 #: PQ indexes over-fetch k * RERANK_K_FACTOR candidates and re-score them
 #: exactly against the KB's float16 embeddings (memory-mapped; not index RAM).
-RERANK_K_FACTOR = 32
+RERANK_K_FACTOR = 64
+#: Fraction of the IVF lists probed by default (3/32: 96 of 1024 lists at 1M docs).
+NPROBE_FRACTION = 3 / 32
+#: Fast-scan lists are stored in blocks of this many codes (Faiss ``bbs``): on
+#: average half a block of padding per list.
+FASTSCAN_BLOCK = 32
 #: Byte overhead per document in an IVF index besides the code: the int64 id
 #: stored in the inverted list.
 IVF_ID_BYTES = 8
+#: Faiss fast-scan search implementation used for fewer than 2 * threads queries:
+#: threads share each query's probed lists (14 = heap, 15 = reservoir top-k).
+FASTSCAN_SPLIT_PROBES_IMPLEM = 15
 #: Training sample cap; Faiss' k-means uses at most 256 points per centroid.
 MAX_TRAIN_POINTS = 256 * 1024
 #: Rows added per chunk while building (bounds the float32 copy: 64k x 768 x 4 = 200 MB).
@@ -119,12 +129,13 @@ def _nlist_for(n: int) -> int:
 
 
 def default_nprobe(nlist: int) -> int:
-    """Lists visited per query by default: nlist / 8, at least 8 (1M docs: 128 of 1024).
+    """Lists visited per query by default: 3/32 of nlist, at least 8 (1M docs: 96 of 1024).
 
-    Clustered embeddings spread a query's true neighbours over many cells; the
-    1M benchmark needed 1/8 of the lists for recall@10 >= 0.95 after re-ranking.
+    Clustered embeddings spread a query's true neighbours over many cells; on the
+    1M benchmark 96 of 1024 lists with re-ranking of k * 64 candidates gave
+    recall@10 0.956 (64 lists: 0.948, 128 lists: 0.959 at more cost).
     """
-    return max(1, min(nlist, max(8, nlist // 8)))
+    return max(1, min(nlist, max(8, round(nlist * NPROBE_FRACTION))))
 
 
 def estimate_bytes(factory: str, n: int, dim: int) -> int:
@@ -138,6 +149,7 @@ def estimate_bytes(factory: str, n: int, dim: int) -> int:
         return n * (storage + 2 * m * 4 + 16)
     per_doc = IVF_ID_BYTES
     fixed = 0
+    nlist = 0
     for part in f.split(","):
         if part.startswith("IVF"):
             nlist = int(part[3:].split("_")[0])
@@ -147,8 +159,11 @@ def estimate_bytes(factory: str, n: int, dim: int) -> int:
         elif part.startswith("PQ"):
             spec = part[2:].rstrip("fsr")
             m, _, bits = spec.partition("x")
-            per_doc += math.ceil(int(m) * int(bits or 8) / 8)
+            code = math.ceil(int(m) * int(bits or 8) / 8)
+            per_doc += code
             fixed += int(m) * (2 ** int(bits or 8)) * (dim // int(m)) * 4
+            if "fs" in part and nlist:  # fast-scan block padding: half a block per list on average
+                fixed += nlist * (FASTSCAN_BLOCK // 2) * code
         elif part == "SQfp16":
             per_doc += 2 * dim
         elif part == "SQ8":
@@ -164,12 +179,13 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
     2. An explicit ``memory_budget_bytes`` that admits ``HNSW32`` (about
        4 * dim + 272 bytes per document) and ``n <= HNSW_MAX_DOCS`` (2M):
        ``HNSW32``, efSearch 128 (no training, high recall, slow CPU build).
-    3. Otherwise IVF-PQ: nlist a power of two near 4 * sqrt(n); 96-byte codes
-       as ``PQ192x4fs`` (4-bit fast-scan), smaller codes when the budget
-       forces it (PQ96x4fs, PQ64x4fs, PQ32x4fs, PQ16x4fs), and exact re-ranking
-       of k * RERANK_K_FACTOR candidates against the float16 embeddings. For
-       ~1M docs: ``IVF1024,PQ192x4fs``, nprobe 128, k_factor 32, the
-       configuration measured at recall@10 0.956 (bench/RESULTS-index.md).
+    3. Otherwise IVF-PQ: nlist a power of two near sqrt(n); 64-byte residual
+       codes as ``PQ128x4fsr`` (4-bit fast-scan), smaller codes when the budget
+       forces it (PQ96x4fsr, PQ64x4fsr, PQ32x4fsr, PQ16x4fsr), nprobe 3/32 of
+       the lists, and exact re-ranking of k * RERANK_K_FACTOR (64) candidates
+       against the float16 embeddings. For ~1M docs: ``IVF1024,PQ128x4fsr``,
+       nprobe 96, k_factor 64: recall@10 0.956 at 1.8 ms/query, 76 B/doc of
+       index on 2 cores (bench/RESULTS-index.md, 2026-11-22 tuning).
 
     Args:
         n: number of vectors.
@@ -190,7 +206,7 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
     nlist = _nlist_for(n)
     for code_bytes in (PQ_CODE_BYTES, 48, 32, 16, 8):
         if dim % (2 * code_bytes) == 0:  # 4-bit fast-scan: 2 sub-quantizers per byte
-            factory = f"IVF{nlist},PQ{2 * code_bytes}x4fs"
+            factory = f"IVF{nlist},PQ{2 * code_bytes}x4fsr"  # r: residual codes (better re-rank recall)
         elif dim % code_bytes == 0:  # 8-bit sub-quantizers when dim does not split finer
             factory = f"IVF{nlist},PQ{code_bytes}"
         else:
@@ -286,6 +302,7 @@ class FaissIndex:
         self._rerank_shards: list[np.ndarray] = []
         self._rerank_offsets = np.zeros(1, np.int64)
         self._rerank_dtype = np.float16
+        self._fastscan: Any = False  # not looked up yet (see _ivf_fastscan)
 
     # -- construction ---------------------------------------------------------------
     @classmethod
@@ -301,7 +318,7 @@ class FaissIndex:
         except RuntimeError as exc:
             raise InputError(
                 f"Faiss cannot build index {factory!r} for dim {dim} ({str(exc).splitlines()[-1].strip()})",
-                hint="pass a valid Faiss factory string, e.g. Flat, HNSW32 or IVF4096,PQ192x4fs",
+                hint="pass a valid Faiss factory string, e.g. Flat, HNSW32 or IVF4096,PQ128x4fsr",
             ) from exc
         out = cls(index, factory)
         out.set_search_params(nprobe=nprobe, ef_search=ef_search)
@@ -344,6 +361,21 @@ class FaissIndex:
         if ef_search is not None and self._is_hnsw():
             space.set_index_parameter(self.index, "efSearch", int(ef_search))
             self.params["ef_search"] = int(ef_search)
+
+    def _ivf_fastscan(self):
+        """The IndexIVFFastScan inside a CPU index (None for other types); cached per index object."""
+        if self._fastscan is False or self._fastscan[0] is not self.index:
+            found = None
+            if not self.on_gpu and self._is_ivf():
+                faiss = _faiss()
+                try:
+                    ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))
+                except RuntimeError:
+                    ivf = None
+                if isinstance(ivf, faiss.IndexIVFFastScan):
+                    found = ivf
+            self._fastscan = (self.index, found)
+        return self._fastscan[1]
 
     def _is_ivf(self) -> bool:
         return "IVF" in self.factory
@@ -437,6 +469,13 @@ class FaissIndex:
         # GPU Faiss caps k at 2048; CPU indexes take any k but there is no point beyond ntotal.
         k_eff = min(k, self.ntotal, 2048 if self.on_gpu else k)
         k_factor = int(self.params.get("rerank_k_factor") or 0) if self._rerank_shards else 0
+        fastscan = self._ivf_fastscan()
+        if fastscan is not None:
+            # Faiss' default fast-scan search splits the *queries* over the OpenMP threads, so
+            # one query runs on one core; implem 15 splits each query's probed lists over the
+            # threads (reservoir top-k, suited to the large k of re-ranking). Measured on 1M
+            # docs, 2 cores: see bench/RESULTS-index.md (2026-11-22 tuning).
+            fastscan.implem = FASTSCAN_SPLIT_PROBES_IMPLEM if nq < _faiss().omp_get_max_threads() * 2 else 0
         if k_factor > 1:
             # Over-fetch k * k_factor candidates from the compressed index, then re-score
             # them exactly against the float16 embeddings (memory-mapped, read from disk).
