@@ -133,7 +133,7 @@ def default_nprobe(nlist: int) -> int:
 
     Clustered embeddings spread a query's true neighbours over many cells; on the
     1M benchmark 96 of 1024 lists with re-ranking of k * 64 candidates gave
-    recall@10 0.956 (64 lists: 0.948, 128 lists: 0.959 at more cost).
+    recall@10 0.958 (64 lists: 0.949; 128 lists: 0.961 at 2.4 ms/query).
     """
     return max(1, min(nlist, max(8, round(nlist * NPROBE_FRACTION))))
 
@@ -184,8 +184,8 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
        forces it (PQ96x4fsr, PQ64x4fsr, PQ32x4fsr, PQ16x4fsr), nprobe 3/32 of
        the lists, and exact re-ranking of k * RERANK_K_FACTOR (64) candidates
        against the float16 embeddings. For ~1M docs: ``IVF1024,PQ128x4fsr``,
-       nprobe 96, k_factor 64: recall@10 0.956 at 1.8 ms/query, 76 B/doc of
-       index on 2 cores (bench/RESULTS-index.md, 2026-11-22 tuning).
+       nprobe 96, k_factor 64: recall@10 0.958 at 1.7-1.9 ms/query, 76.2 B/doc
+       of index on 2 cores (bench/RESULTS-index.md, 2026-11-22 tuning).
 
     Args:
         n: number of vectors.
