@@ -13,6 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ragvqa.evaluation.runner import RESUME_KEYS
+
 log = logging.getLogger(__name__)
 
 RECALL_PLOT = "recall.png"
@@ -133,20 +135,8 @@ def write_report(
         lines.append(f"> **Note:** {notice}")
         lines.append("")
     lines += ["## Configuration", "", "| setting | value |", "|---|---|"]
-    for key in (
-        "dataset",
-        "questions",
-        "qtypes",
-        "images",
-        "kb",
-        "profile",
-        "retriever",
-        "generator",
-        "k",
-        "retrieve_k",
-        "limit",
-        "uses_image",
-    ):
+    # The settings a resume must match, then the ones that may differ between resumes.
+    for key in (*RESUME_KEYS, "limit", "uses_image"):
         if key in config:
             lines.append(f"| {key} | {_md_escape(_fmt(config[key]))} |")
     gen_cfg = config.get("generator_config") or {}

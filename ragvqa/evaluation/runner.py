@@ -53,7 +53,7 @@ RETRIEVAL = "retrieval.jsonl"
 SKIPPED = "skipped.jsonl"
 METRICS = "metrics.json"
 # Fields of the run config that must match for a resume to be allowed.
-_RESUME_KEYS = (
+RESUME_KEYS = (
     "dataset",
     "questions",
     "qtypes",
@@ -323,7 +323,7 @@ def _check_resume(out: Path, new: dict[str, Any]) -> None:
     if not path.is_file():
         return
     old = json.loads(path.read_text())
-    for key in _RESUME_KEYS:
+    for key in RESUME_KEYS:
         if key == "generator" and "(retrieval only)" in (old.get(key), new.get(key)):
             continue  # a retrieval-only run may be continued by a full run and vice versa
         if old.get(key) != new.get(key):
