@@ -9,7 +9,7 @@ if the SavedModel's ops need it), ideally in an environment of its own:
 ``pip install tensorflow tensorflow-text`` next to ragvqa. Run once; OUT_DIR
 then loads with ``ragvqa score evqa --bem OUT_DIR`` / ``ragvqa eval --bem OUT_DIR``
 with no tensorflow. The variable-name mapping is
-``ragvqa.evaluation.metrics.bem.TF_TO_TORCH`` (documented in docs/evaluation.md).
+``ragvqa.evaluation.metrics.bem.convert.TF_TO_TORCH`` (documented in docs/evaluation.md).
 
 This module adds the ``bem`` target to the ``convert`` command group
 (``ragvqa/cli/convert.py`` lists :func:`add_bem` in its CONVERTERS).
@@ -60,7 +60,10 @@ def add_bem(sub: argparse._SubParsersAction) -> None:
 
 def run_bem(args: argparse.Namespace) -> int:
     from ragvqa.errors import InputError
-    from ragvqa.evaluation.metrics.bem import convert_tf_savedmodel, read_tf_savedmodel_variables
+    from ragvqa.evaluation.metrics.bem.convert import (
+        convert_tf_savedmodel,
+        read_tf_savedmodel_variables,
+    )
 
     if args.list_variables:
         variables = read_tf_savedmodel_variables(args.saved_model_dir)

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             )
         bem = None
         if args.bem:
-            from ragvqa.evaluation.metrics.bem import BEMScorer
+            from ragvqa.evaluation.metrics.bem.scorer import BEMScorer
 
             bem = BEMScorer(
                 args.bem, layout=args.bem_layout, device=args.device, batch_size=args.batch_size

@@ -601,7 +601,7 @@ def compute_metrics(
     if config.dataset == "evqa":
         bem = None
         if config.bem:
-            from ragvqa.evaluation.metrics.bem import BEMScorer
+            from ragvqa.evaluation.metrics.bem.scorer import BEMScorer
 
             bem = BEMScorer(config.bem, layout=config.bem_layout)
         items = [
