@@ -15,12 +15,14 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ragvqa.evaluation.adapters import DATASETS
+
     parser = subparsers.add_parser(
         "eval",
         help="evaluate retrieval + generation on E-VQA or InfoSeek (resumable)",
         description="Retrieve, generate and score a question set; writes a report in --out.",
     )
-    parser.add_argument("--dataset", required=True, choices=["evqa", "infoseek"])
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS))
     parser.add_argument("--questions", required=True, type=Path, help="E-VQA CSV or InfoSeek JSONL")
     parser.add_argument(
         "--qtypes", type=Path, help="InfoSeek question types JSONL (infoseek_val_qtype.jsonl)"
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ragvqa.errors import InputError
+    from ragvqa.evaluation.adapters import get_adapter
     from ragvqa.evaluation.runner import EvalConfig, run_eval
 
     if args.limit is not None and args.limit < 1:
@@ -96,15 +99,7 @@ def run(args: argparse.Namespace) -> int:
     }
     answers = metrics.get("answers")
     if answers:
-        if args.dataset == "evqa":
-            summary["answers"] = {
-                k: answers.get(k) for k in ("accuracy_all", "accuracy_single_hop", "n", "bem")
-            }
-        else:
-            summary["answers"] = {
-                k: answers.get(k)
-                for k in ("final_score", "unseen_question_score", "unseen_entity_score")
-            }
+        summary["answers"] = get_adapter(args.dataset).summary(answers)
     summary["counts"] = metrics.get("counts", {})
     for notice in metrics.get("notices", []):
         summary.setdefault("notices", []).append(notice)

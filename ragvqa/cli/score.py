@@ -64,27 +64,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ragvqa.errors import InputError
-    from ragvqa.evaluation.scoring import score_evqa_file, score_infoseek_file
+    from ragvqa.evaluation.adapters import get_adapter
 
-    if args.dataset == "infoseek":
-        metrics, _ = score_infoseek_file(args.predictions, args.references, args.qtypes)
-    else:
+    adapter = get_adapter(args.dataset)
+    bem = None
+    if adapter.uses_bem:
         if not args.bem and not args.no_bem:
             raise InputError(
                 "E-VQA scoring needs BEM for answers that do not match exactly",
                 hint="pass --bem BEM_DIR, or --no-bem to score exact match only",
             )
-        bem = None
         if args.bem:
             from ragvqa.evaluation.metrics.bem.scorer import BEMScorer
 
             bem = BEMScorer(
                 args.bem, layout=args.bem_layout, device=args.device, batch_size=args.batch_size
             )
-        metrics, _ = score_evqa_file(args.predictions, args.references, bem=bem)
-        if bem is not None:
-            metrics["bem_model"] = bem.describe()
-            metrics["counts"]["bem_truncated_inputs"] = bem.stats["truncated"]
+    metrics = adapter.score_file(
+        args.predictions, args.references, qtypes=getattr(args, "qtypes", None), bem=bem
+    )
+    if bem is not None:
+        metrics["bem_model"] = bem.describe()
+        metrics["counts"]["bem_truncated_inputs"] = bem.stats["truncated"]
     text = json.dumps(metrics, indent=2, ensure_ascii=False)
     if args.out:
         from ragvqa.kb.store import atomic_write_bytes

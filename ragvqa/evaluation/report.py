@@ -13,31 +13,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ragvqa.evaluation.runner import RESUME_KEYS
+from ragvqa.evaluation.adapters import PAPER_TABLE_VII, DatasetAdapter, fmt, get_adapter
+from ragvqa.evaluation.rundir import RESUME_KEYS, stored_hits
 
 log = logging.getLogger(__name__)
 
 RECALL_PLOT = "recall.png"
 REPORT = "report.md"
-
-# ReT-2 paper, Table VII (k = 3 retrieved documents; reference/ret2.md):
-# (generator, retriever, E-VQA single-hop, E-VQA all, InfoSeek unseen-Q, unseen-E, all)
-PAPER_TABLE_VII: tuple[tuple[str, str, float, float, float, float, float], ...] = (
-    ("Qwen2.5-VL-7B", "none", 19.8, 19.7, 18.6, 18.1, 18.3),
-    ("Qwen2.5-VL-7B", "CLIP ViT-L", 19.5, 20.4, 18.7, 17.9, 18.3),
-    ("Qwen2.5-VL-7B", "ReT-2", 33.5, 31.6, 27.9, 25.1, 26.4),
-    ("LLaVA-MORE-8B", "none", 13.8, 14.9, 8.9, 8.0, 8.4),
-    ("LLaVA-MORE-8B", "ReT-2", 28.5, 27.1, 24.3, 21.5, 22.8),
-)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
 
 def _md_escape(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -81,29 +63,16 @@ def plot_recall(retrieval: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def _score_rows(dataset: str, answers: dict[str, Any] | None) -> list[str]:
-    lines = []
-    if dataset == "evqa":
-        lines.append("| system | E-VQA single-hop | E-VQA all |")
-        lines.append("|---|---|---|")
-        if answers:
-            note = "" if answers.get("bem") else " (exact match only, no BEM)"
-            lines.append(
-                f"| **this run**{note} | **{_fmt(answers.get('accuracy_single_hop'))}** | **{_fmt(answers.get('accuracy_all'))}** |"
-            )
-        for gen, ret, sh, al, *_ in PAPER_TABLE_VII:
-            lines.append(f"| paper: {gen} + {ret} | {sh:.1f} | {al:.1f} |")
-    else:
-        lines.append("| system | InfoSeek unseen-Q | unseen-E | all (harmonic mean) |")
-        lines.append("|---|---|---|---|")
-        if answers:
-            uq = answers.get("unseen_question_score", {}).get("score")
-            ue = answers.get("unseen_entity_score", {}).get("score")
-            lines.append(
-                f"| **this run** | **{_fmt(uq)}** | **{_fmt(ue)}** | **{_fmt(answers.get('final_score'))}** |"
-            )
-        for gen, ret, _sh, _al, uq, ue, al in PAPER_TABLE_VII:
-            lines.append(f"| paper: {gen} + {ret} | {uq:.1f} | {ue:.1f} | {al:.1f} |")
+def _score_rows(adapter: DatasetAdapter, answers: dict[str, Any] | None) -> list[str]:
+    """This run's headline scores beside the ReT-2 paper's Table VII rows."""
+    columns = adapter.score_columns
+    lines = ["| system | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    if answers:
+        cells = " | ".join(f"**{fmt(v)}**" for v in adapter.run_scores(answers))
+        lines.append(f"| **this run**{adapter.run_label_note(answers)} | {cells} |")
+    for row in PAPER_TABLE_VII:
+        cells = " | ".join(f"{v:.1f}" for v in adapter.paper_scores(row))
+        lines.append(f"| paper: {row.generator} + {row.retriever} | {cells} |")
     return lines
 
 
@@ -121,12 +90,12 @@ def write_report(
     from ragvqa.kb.store import atomic_write_bytes
 
     out = Path(out)
-    dataset = metrics["dataset"]
+    adapter = get_adapter(metrics["dataset"])
     config = metrics.get("config", {})
     answers = metrics.get("answers")
     ret = metrics.get("retrieval", {})
     lines: list[str] = [
-        f"# ragvqa evaluation: {'Encyclopedic-VQA' if dataset == 'evqa' else 'InfoSeek'}",
+        f"# ragvqa evaluation: {adapter.title}",
         "",
     ]
     lines.append(f"Written {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.")
@@ -138,7 +107,7 @@ def write_report(
     # The settings a resume must match, then the ones that may differ between resumes.
     for key in (*RESUME_KEYS, "limit", "uses_image"):
         if key in config:
-            lines.append(f"| {key} | {_md_escape(_fmt(config[key]))} |")
+            lines.append(f"| {key} | {_md_escape(fmt(config[key]))} |")
     gen_cfg = config.get("generator_config") or {}
     if gen_cfg:
         lines.append(
@@ -150,38 +119,16 @@ def write_report(
     if answers is None:
         lines.append("Retrieval only (`--retrieval-only`): no answers were generated.")
     else:
-        if dataset == "evqa":
-            lines.append(
-                f"{answers.get('n', 0)} questions scored with the official E-VQA rules "
-                f"({'exact match, then BEM' if answers.get('bem') else 'exact match only: BEM was not run, so these are lower bounds'})."
-            )
-        else:
-            c = answers.get("counts", {})
-            lines.append(
-                f"{c.get('matched_predictions', 0)} predictions scored with the official InfoSeek rules "
-                f"({c.get('n_unseen_question', 0)} unseen-question, {c.get('n_unseen_entity', 0)} unseen-entity)."
-            )
+        lines.append(adapter.scored_sentence(answers))
         lines.append("")
-        lines += _score_rows(dataset, answers)
+        lines += _score_rows(adapter, answers)
         lines.append("")
         lines.append(
             "Paper rows: ReT-2 paper, Table VII (full test/val sets, k = 3, GPU models); "
             "a small or offline run is not comparable in size or models."
         )
         lines.append("")
-        if dataset == "evqa":
-            lines += ["| question type | accuracy | n |", "|---|---|---|"]
-            for qtype in ("templated", "automatic", "multi_answer", "2_hop"):
-                lines.append(
-                    f"| {qtype} | {_fmt(answers.get(f'accuracy_{qtype}'))} | {answers.get(f'n_{qtype}', 0)} |"
-                )
-        else:
-            lines += ["| split | all | String | Numerical | Time |", "|---|---|---|---|---|"]
-            for split in ("unseen_question", "unseen_entity"):
-                s = answers.get(f"{split}_score", {})
-                lines.append(
-                    f"| {split} | {_fmt(s.get('score'))} | {_fmt(s.get('score_string'))} | {_fmt(s.get('score_num'))} | {_fmt(s.get('score_time'))} |"
-                )
+        lines += adapter.breakdown(answers)
         lines.append("")
 
     lines += ["## Retrieval", ""]
@@ -189,10 +136,10 @@ def write_report(
     if ks:
         lines.append("| K | " + " | ".join(str(k) for k in ks) + " |")
         lines.append("|---|" + "---|" * len(ks))
-        lines.append("| Recall@K | " + " | ".join(_fmt(ret.get(f"recall@{k}")) for k in ks) + " |")
+        lines.append("| Recall@K | " + " | ".join(fmt(ret.get(f"recall@{k}")) for k in ks) + " |")
         lines.append(
             "| pseudo-recall@K | "
-            + " | ".join(_fmt(ret.get(f"pseudo_recall@{k}")) for k in ks)
+            + " | ".join(fmt(ret.get(f"pseudo_recall@{k}")) for k in ks)
             + " |"
         )
         lines.append("")
@@ -219,69 +166,74 @@ def write_report(
     lines.append("")
 
     if answers is not None:
-        k_gen = int(config.get("k") or 3)
+        # The documents the generator read: k of them (0: none; None: not recorded).
+        k_gen = config.get("k")
         lines += _sample_section(
-            dataset, answers, prepared, predictions, retrieval, pipeline, samples, k_gen
+            adapter, answers, prepared, predictions, retrieval, pipeline, samples, k_gen
         )
     atomic_write_bytes(out / REPORT, ("\n".join(lines) + "\n").encode())
     return out / REPORT
 
 
 def _sample_section(
-    dataset, answers, prepared, predictions, retrieval, pipeline, samples, k_gen
+    adapter: DatasetAdapter,
+    answers: dict[str, Any],
+    prepared: Any,
+    predictions: dict[str, dict[str, Any]],
+    retrieval: dict[str, dict[str, Any]],
+    pipeline: Any | None,
+    samples: int,
+    k_gen: int | None,
 ) -> list[str]:
+    """Right and wrong answers, each with the documents the generator was given."""
     per_q = answers.get("per_question", {})
     right = [pq for pq in prepared.questions if per_q.get(pq.key, {}).get("score") == 1.0]
     wrong = [
         pq for pq in prepared.questions if pq.key in per_q and per_q[pq.key].get("score") == 0.0
     ]
     lines = ["## Sample answers", ""]
+    if k_gen == 0:
+        lines += ["No documents were given to the generator (k = 0).", ""]
+    elif k_gen is None:
+        lines += ["The number of documents given to the generator was not recorded.", ""]
     kb = getattr(getattr(pipeline, "searcher", None), "kb", None)
     for title, group in (("Right", right[:samples]), ("Wrong", wrong[:samples])):
         lines += [f"### {title} ({len(right) if title == 'Right' else len(wrong)} in all)", ""]
         if not group:
             lines += ["(none)", ""]
         for pq in group:
-            refs = pq.source.answer if dataset == "evqa" else _infoseek_refs(pq.source)
             lines.append(f"- **Q{pq.key}**: {_md_escape(pq.question)}")
             lines.append(f"  - image: `{pq.image.name}`")
             lines.append(
-                f"  - prediction: `{_md_escape(predictions[pq.key]['prediction'])}`; reference: `{_md_escape(refs)}`"
+                f"  - prediction: `{_md_escape(predictions[pq.key]['prediction'])}`; "
+                f"reference: `{_md_escape(adapter.reference_text(pq.source))}`"
             )
             matched = per_q.get(pq.key, {}).get("matched_by")
             if matched:
                 lines.append(f"  - matched by: {matched}")
             rec = retrieval.get(pq.key)
-            if rec:
-                docs = None
-                if kb is not None:
-                    try:
-                        docs = kb.get(rec["doc_ids"][:k_gen])
-                    except Exception:  # a KB changed since the run: show titles only
-                        docs = None
-                for rank in range(min(k_gen, len(rec["doc_ids"]))):
-                    text = ""
-                    if docs is not None:
-                        d = docs[rank]
-                        section = (
-                            f" / {d.section_title}"
-                            if d.section_title and d.section_title != d.page_title
-                            else ""
-                        )
-                        text = f"{d.page_title}{section}: {_md_escape(d.text)[:200]}"
-                    else:
-                        text = rec["pages"][rank]
-                    lines.append(
-                        f"  - doc {rank + 1} (score {rec['scores'][rank]:.3f}): {_md_escape(text)}"
-                    )
+            if rec and k_gen:
+                lines += _given_documents(stored_hits(rec)[: int(k_gen)], kb)
         lines.append("")
     return lines
 
 
-def _infoseek_refs(q: Any) -> str:
-    if isinstance(q.answer_eval, list) and q.answer_eval and isinstance(q.answer_eval[0], dict):
-        entry = q.answer_eval[0]
-        return f"{entry.get('wikidata')} (range {entry.get('range')})"
-    if isinstance(q.answer_eval, list):
-        return " / ".join(str(a) for a in q.answer_eval[:5])
-    return str(q.answer_eval)
+def _given_documents(hits: list[tuple[int, float, str]], kb: Any | None) -> list[str]:
+    """One line per document: title, section and the start of its text (titles only without the KB)."""
+    docs = None
+    if kb is not None:
+        try:
+            docs = kb.get([doc_id for doc_id, _, _ in hits])
+        except Exception:  # a KB changed since the run: show titles only
+            docs = None
+    lines = []
+    for rank, (_, score, page_title) in enumerate(hits):
+        text = page_title
+        if docs is not None:
+            d = docs[rank]
+            section = (
+                f" / {d.section_title}" if d.section_title and d.section_title != d.page_title else ""
+            )
+            text = f"{d.page_title}{section}: {_md_escape(d.text)[:200]}"
+        lines.append(f"  - doc {rank + 1} (score {score:.3f}): {_md_escape(text)}")
+    return lines

@@ -1,70 +1,63 @@
-"""``ragvqa eval``: retrieve (batched), generate, score, report; resumable.
-
-A run directory holds::
-
-    RUN_DIR/run_config.json   what made the run (refuses to mix with another config)
-    RUN_DIR/retrieval.jsonl   one line per question: doc ids, scores, page keys,
-                              first ranks of a positive page and of an answer
-    RUN_DIR/predictions.jsonl one line per question, in the official format
-                              (E-VQA {"question_id", "prediction"}; InfoSeek
-                              {"data_id", "prediction"}), so `ragvqa score` reads it
-    RUN_DIR/skipped.jsonl     questions whose image could not be decoded
-    RUN_DIR/metrics.json      answer and retrieval metrics + counts
-    RUN_DIR/report.md, recall.png
-
-Lines are appended and flushed per batch; a killed run resumes where it
-stopped: a half-written last line is cut off, questions already in
-predictions.jsonl are not redone, and retrieval already recorded is reused.
-
-Questions that cannot be scored are skipped and counted before any model
-runs (unknown E-VQA question type, empty references, missing image, no
-InfoSeek question type); if none is left the run stops with an error.
-"""
-
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ragvqa.errors import InputError
 from ragvqa.evaluation import datasets as ds
-from ragvqa.evaluation.metrics import evqa as evqa_metrics
-from ragvqa.evaluation.metrics import infoseek as infoseek_metrics
+from ragvqa.evaluation.adapters import (
+    DATASETS,
+    DatasetAdapter,
+    Prepared,
+    PreparedQuestion,
+    get_adapter,
+)
 from ragvqa.evaluation.metrics.retrieval import (
     KS,
     first_answer_rank,
     first_positive_rank,
     metrics_from_ranks,
 )
+from ragvqa.evaluation.rundir import (
+    METRICS,
+    PREDICTIONS,
+    RESUME_KEYS,
+    RETRIEVAL,
+    RETRIEVAL_ONLY,
+    RUN_CONFIG,
+    SKIPPED,
+    Appender,
+    check_resume,
+    read_records,
+    retrieval_record,
+    stored_hits,
+    valid_prediction,
+    valid_retrieval,
+)
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("evqa", "infoseek")
-RUN_CONFIG = "run_config.json"
-PREDICTIONS = "predictions.jsonl"
-RETRIEVAL = "retrieval.jsonl"
-SKIPPED = "skipped.jsonl"
-METRICS = "metrics.json"
-# Fields of the run config that must match for a resume to be allowed.
-RESUME_KEYS = (
-    "dataset",
-    "questions",
-    "qtypes",
-    "images",
-    "kb",
-    "profile",
-    "retriever",
-    "generator",
-    "k",
-    "retrieve_k",
-)
+__all__ = [
+    "DATASETS",
+    "METRICS",
+    "PREDICTIONS",
+    "RESUME_KEYS",
+    "RETRIEVAL",
+    "RUN_CONFIG",
+    "SKIPPED",
+    "EvalConfig",
+    "Prepared",
+    "PreparedQuestion",
+    "compute_metrics",
+    "load_pipeline",
+    "prepare_questions",
+    "run_eval",
+]
 
 
 @dataclass(frozen=True)
@@ -111,180 +104,42 @@ class EvalConfig:
     samples: int = 3
 
 
-@dataclass
-class PreparedQuestion:
-    """A question ready to run: its id key, text, image and scoring data."""
-
-    key: str  # str(question_id) for E-VQA, data_id for InfoSeek
-    question: str
-    image: Path
-    positives: set[str]
-    answers: list[str]
-    source: Any  # EVQAQuestion | InfoSeekQuestion
-
-
-@dataclass
-class Prepared:
-    """Questions that can run, and counts of those that cannot."""
-
-    questions: list[PreparedQuestion]
-    counts: Counter = field(default_factory=Counter)
-    total: int = 0
-
-
 # ------------------------------------------------------------------ preparation
-
-
-def _evqa_reference_ok(q: ds.EVQAQuestion) -> bool:
-    """True if at least one reference survives the official validity checks."""
-    for ref in q.answer.split("|"):
-        if not ref:
-            continue
-        try:
-            evqa_metrics.exact_match(ref, "", q.question_type)
-            return True
-        except evqa_metrics.InvalidReferenceError:
-            continue
-    return False
 
 
 def prepare_questions(config: EvalConfig) -> Prepared:
     """Load the questions and drop (counting why) those that cannot be scored."""
-    counts: Counter = Counter()
-    out: list[PreparedQuestion] = []
+    adapter = get_adapter(config.dataset)
+    if config.bem and not adapter.uses_bem:
+        raise InputError(f"--bem does not apply to {adapter.title}", hint="drop --bem")
     images = Path(config.images)
     if not images.is_dir():
         raise InputError(f"image root {images} is not a directory", hint="pass --images DIR")
-    if config.dataset == "evqa":
-        inat = ds.load_inat_map(config.inat_map) if config.inat_map else None
-        rows = ds.load_evqa(config.questions, limit=config.limit)
-        for q in rows:
-            if q.question_type not in evqa_metrics.QUESTION_TYPES:
-                counts["skipped_unknown_question_type"] += 1
-                continue
-            if not _evqa_reference_ok(q):
-                counts["skipped_empty_reference"] += 1
-                continue
-            if not q.question.strip():
-                counts["skipped_empty_question"] += 1
-                continue
-            path = ds.evqa_image_path(q, images, inat)
-            if path is None:
-                counts["skipped_missing_image"] += 1
-                continue
-            out.append(
-                PreparedQuestion(
-                    str(q.question_id), q.question, path, q.positive_keys, q.answers, q
-                )
-            )
-    elif config.dataset == "infoseek":
-        if config.qtypes is None:
-            raise InputError(
-                "InfoSeek needs its question types", hint="pass --qtypes infoseek_val_qtype.jsonl"
-            )
-        rows = ds.load_infoseek(config.questions, config.qtypes, limit=config.limit)
-        for q in rows:
-            if not q.question_type:
-                counts["skipped_missing_question_type"] += 1
-                continue
-            if q.question_type.lower() not in ("string", "numerical", "time"):
-                counts["unknown_question_type_scored_as_string"] += 1
-            ref_counts: Counter = Counter()
-            refs = infoseek_metrics.prepare_references(
-                [q.raw], [{"data_id": q.data_id, "question_type": q.question_type}], ref_counts
-            )
-            if not refs:
-                reason = next(
-                    (k for k in ref_counts if k != "references" and ref_counts[k]),
-                    "malformed_reference",
-                )
-                counts[f"skipped_{reason}"] += 1
-                continue
-            if not q.question.strip():
-                counts["skipped_empty_question"] += 1
-                continue
-            path = ds.infoseek_image_path(q, images)
-            if path is None:
-                counts["skipped_missing_image"] += 1
-                continue
-            out.append(PreparedQuestion(q.data_id, q.question, path, q.positive_keys, q.answers, q))
-    else:
+    prepared = adapter.prepare(
+        Path(config.questions),
+        images,
+        limit=config.limit,
+        qtypes=config.qtypes,
+        inat_map=config.inat_map,
+    )
+    seen: set[str] = set()
+    unique = []
+    for pq in prepared.questions:
+        if pq.key in seen:
+            prepared.counts["skipped_duplicate_id"] += 1
+            continue
+        seen.add(pq.key)
+        unique.append(pq)
+    prepared.questions = unique
+    if not unique:
         raise InputError(
-            f"unknown dataset {config.dataset!r}", hint=f"choose one of: {', '.join(DATASETS)}"
-        )
-    keys = [p.key for p in out]
-    if len(set(keys)) != len(keys):
-        dupes = len(keys) - len(set(keys))
-        counts["skipped_duplicate_id"] += dupes
-        seen: set[str] = set()
-        unique = []
-        for p in out:
-            if p.key not in seen:
-                seen.add(p.key)
-                unique.append(p)
-        out = unique
-    total = len(rows)
-    if not out:
-        raise InputError(
-            f"nothing to evaluate: all {total} questions of {config.questions} were skipped ({dict(counts)})",
+            f"nothing to evaluate: all {prepared.total} questions of {config.questions} were skipped ({dict(prepared.counts)})",
             hint="check --images (file layout) and the question files",
         )
-    return Prepared(out, counts, total)
+    return prepared
 
 
-# ------------------------------------------------------------------ run dir files
-
-
-def _repair_jsonl(path: Path) -> None:
-    """Cut a half-written last line (a run killed mid-write) so appends stay valid."""
-    if not path.is_file():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        with path.open("r+b") as fh:
-            fh.truncate(cut)
-        log.warning("%s: dropped a half-written last line (%d bytes)", path, len(data) - cut)
-
-
-def _read_records(path: Path, key: str) -> dict[str, dict[str, Any]]:
-    """Records of a run file by id (first one wins); bad lines are dropped with a warning."""
-    _repair_jsonl(path)
-    out: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return out
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                rid = str(row[key])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                log.warning("%s:%d is not a valid record; it will be redone", path, lineno)
-                continue
-            out.setdefault(rid, row)
-    return out
-
-
-class _Appender:
-    """Appends JSON lines and makes them durable before returning."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def _id_field(dataset: str) -> str:
-    return "question_id" if dataset == "evqa" else "data_id"
+# ------------------------------------------------------------------ pipeline pieces
 
 
 def _run_config(config: EvalConfig, pipeline: Any | None) -> dict[str, Any]:
@@ -308,7 +163,7 @@ def _run_config(config: EvalConfig, pipeline: Any | None) -> dict[str, Any]:
         "retriever_fingerprint": fingerprint,
         "generator": getattr(generator, "name", None)
         if not config.retrieval_only
-        else "(retrieval only)",
+        else RETRIEVAL_ONLY,
         "generator_config": asdict(profile.generator) if profile is not None else None,
         "k": config.k if config.k is not None else (profile.k if profile is not None else None),
         "retrieve_k": config.retrieve_k,
@@ -318,28 +173,10 @@ def _run_config(config: EvalConfig, pipeline: Any | None) -> dict[str, Any]:
     }
 
 
-def _check_resume(out: Path, new: dict[str, Any]) -> None:
-    path = out / RUN_CONFIG
-    if not path.is_file():
-        return
-    old = json.loads(path.read_text())
-    for key in RESUME_KEYS:
-        if key == "generator" and "(retrieval only)" in (old.get(key), new.get(key)):
-            continue  # a retrieval-only run may be continued by a full run and vice versa
-        if old.get(key) != new.get(key):
-            raise InputError(
-                f"{out} holds a run made with another {key} ({old.get(key)!r}, now {new.get(key)!r})",
-                hint="use a new --out directory, or delete the old run",
-            )
-
-
-# ------------------------------------------------------------------ pipeline pieces
-
-
 class _NoGenerator:
     """Stands in for the generator in a retrieval-only run (never called)."""
 
-    name = "(retrieval only)"
+    name = RETRIEVAL_ONLY
     sees_images = False
 
     def generate(
@@ -386,40 +223,33 @@ def _doc_keys(document: Any) -> list[str]:
     return keys
 
 
-def _retrieval_record(
-    key_field: str, pq: PreparedQuestion, hits: Sequence[Any], idk: Any
-) -> dict[str, Any]:
+def _retrieval_line(adapter: DatasetAdapter, pq: PreparedQuestion, hits: Sequence[Any]) -> dict[str, Any]:
     keys = [_doc_keys(h.document) for h in hits]
-    return {
-        key_field: idk,
-        "doc_ids": [int(h.document.doc_id) for h in hits],
-        "scores": [round(float(h.score), 6) for h in hits],
-        "pages": [h.document.page_title for h in hits],
-        "positive_rank": first_positive_rank(keys, pq.positives) if pq.positives else None,
-        "answer_rank": first_answer_rank([h.document.text for h in hits], pq.answers)
+    return retrieval_record(
+        adapter.id_field,
+        adapter.external_id(pq.key),
+        hits,
+        positive_rank=first_positive_rank(keys, pq.positives) if pq.positives else None,
+        answer_rank=first_answer_rank([h.document.text for h in hits], pq.answers)
         if pq.answers
         else None,
-        "has_positives": bool(pq.positives),
-        "has_answers": bool(pq.answers),
-    }
+        has_positives=bool(pq.positives),
+        has_answers=bool(pq.answers),
+    )
 
 
 def _hits_from_record(pipeline: Any, record: dict[str, Any], k: int) -> list[Any]:
-    """Rebuild the generator's top-k hits from a stored retrieval record."""
+    """Rebuild the generator's top-k hits from a stored retrieval line."""
     from ragvqa.types import Hit
 
+    stored = stored_hits(record)[:k]
     kb = pipeline.searcher.kb
-    ids = record["doc_ids"][:k]
-    docs = kb.get(ids)
+    docs = kb.get([doc_id for doc_id, _, _ in stored])
     files = [kb.image_file(d) for d in docs]
     return [
-        Hit(document=d, score=float(s), rank=r, image_file=str(f) if f else None)
-        for r, (d, s, f) in enumerate(zip(docs, record["scores"][:k], files, strict=True))
+        Hit(document=d, score=score, rank=r, image_file=str(f) if f else None)
+        for r, (d, (_, score, _), f) in enumerate(zip(docs, stored, files, strict=True))
     ]
-
-
-def _ext_id(dataset: str, pq: PreparedQuestion) -> Any:
-    return int(pq.key) if dataset == "evqa" else pq.key
 
 
 # ------------------------------------------------------------------ the run
@@ -439,11 +269,9 @@ def run_eval(
         the metrics dict written to metrics.json.
     """
     from ragvqa.imageio import open_image
+    from ragvqa.kb.store import atomic_write_json
 
-    if config.dataset not in DATASETS:
-        raise InputError(
-            f"unknown dataset {config.dataset!r}", hint=f"choose one of: {', '.join(DATASETS)}"
-        )
+    adapter = get_adapter(config.dataset)
     prepared = prepare_questions(config)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -451,15 +279,13 @@ def run_eval(
     if pipeline is None:
         pipeline = load_pipeline(config)
     run_config = _run_config(config, pipeline)
-    _check_resume(out, run_config)
-    from ragvqa.kb.store import atomic_write_json
-
+    check_resume(out, run_config)
     atomic_write_json(out / RUN_CONFIG, run_config)
 
-    key_field = _id_field(config.dataset)
-    predictions = _read_records(out / PREDICTIONS, key_field)
-    retrieval = _read_records(out / RETRIEVAL, key_field)
-    skipped = _read_records(out / SKIPPED, key_field)
+    id_field = adapter.id_field
+    predictions = read_records(out / PREDICTIONS, id_field, valid_prediction)
+    retrieval = read_records(out / RETRIEVAL, id_field, valid_retrieval)
+    skipped = read_records(out / SKIPPED, id_field)
     # --k overrides the profile's k also for a pipeline built elsewhere.
     k_gen = config.k if config.k is not None else pipeline.profile.k
     retrieve_k = max(config.retrieve_k, k_gen)
@@ -477,16 +303,15 @@ def run_eval(
     resumed = len(prepared.questions) - len(todo)
     log.info("%d questions to run, %d already done", len(todo), resumed)
     pred_out, ret_out, skip_out = (
-        _Appender(out / PREDICTIONS),
-        _Appender(out / RETRIEVAL),
-        _Appender(out / SKIPPED),
+        Appender(out / PREDICTIONS),
+        Appender(out / RETRIEVAL),
+        Appender(out / SKIPPED),
     )
-    dataset = config.dataset
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc=f"eval {dataset}", unit="q")
+        bar = tqdm(total=len(todo), desc=f"eval {adapter.name}", unit="q")
     timings: Counter = Counter()
     for start in range(0, len(todo), max(1, config.batch_size)):
         batch = todo[start : start + config.batch_size]
@@ -500,14 +325,14 @@ def run_eval(
                 log.warning("question %s: image %s unusable (%s)", pq.key, pq.image, exc)
                 bad.append(
                     {
-                        key_field: _ext_id(dataset, pq),
+                        id_field: adapter.external_id(pq.key),
                         "reason": "unreadable_image",
                         "image": str(pq.image),
                     }
                 )
         skip_out.write(bad)
         for row in bad:
-            skipped[str(row[key_field])] = row
+            skipped[str(row[id_field])] = row
         if not ok:
             if bar:
                 bar.update(len(batch))
@@ -521,7 +346,7 @@ def run_eval(
             )
             records = []
             for i, hits in zip(need, fresh, strict=True):
-                rec = _retrieval_record(key_field, ok[i], hits, _ext_id(dataset, ok[i]))
+                rec = _retrieval_line(adapter, ok[i], hits)
                 records.append(rec)
                 retrieval[ok[i].key] = rec
             ret_out.write(records)
@@ -529,9 +354,11 @@ def run_eval(
         if not config.retrieval_only:
             t1 = time.perf_counter()
             hits_k = [_hits_from_record(pipeline, retrieval[pq.key], k_gen) for pq in ok]
-            answers = pipeline.generate_batch(images, questions, hits_k, dataset=dataset)
+            answers = pipeline.generate_batch(
+                images, questions, hits_k, dataset=adapter.prompt_variant
+            )
             rows = [
-                {key_field: _ext_id(dataset, pq), "prediction": a.strip()}
+                {id_field: adapter.external_id(pq.key), "prediction": a.strip()}
                 for pq, a in zip(ok, answers, strict=True)
             ]
             pred_out.write(rows)
@@ -577,6 +404,7 @@ def compute_metrics(
     retrieve_k: int,
 ) -> dict[str, Any]:
     """Answer metrics (official scorers) and retrieval metrics over the prepared questions."""
+    adapter = get_adapter(config.dataset)
     counts = Counter(prepared.counts)
     counts["questions_read"] = prepared.total
     counts["questions_prepared"] = len(prepared.questions)
@@ -598,43 +426,14 @@ def compute_metrics(
     counts["missing_predictions"] = (
         len(prepared.questions) - len(answered) - counts["skipped_unreadable_image"]
     )
-    if config.dataset == "evqa":
-        bem = None
-        if config.bem:
-            from ragvqa.evaluation.metrics.bem.scorer import BEMScorer
+    bem = None
+    if config.bem:
+        from ragvqa.evaluation.metrics.bem.scorer import BEMScorer
 
-            bem = BEMScorer(config.bem, layout=config.bem_layout)
-        items = [
-            evqa_metrics.EVQAItem(
-                int(pq.key),
-                pq.source.question,
-                pq.source.answer,
-                pq.source.question_type,
-                str(predictions[pq.key]["prediction"]),
-            )
-            for pq in answered
-        ]
-        result = evqa_metrics.score_evqa(items, bem)
-        answers = result.metrics()
-        if bem is not None:
-            answers["bem_model"] = bem.describe()
-        answers["per_question"] = {
-            str(s.question_id): {
-                "score": s.score,
-                "matched_by": s.matched_by,
-                "bem_probability": s.bem_probability,
-            }
-            for s in result.per_question
-        }
-    else:
-        rows = [pq.source.raw for pq in answered]
-        qtypes = [{"data_id": pq.key, "question_type": pq.source.question_type} for pq in answered]
-        refs = infoseek_metrics.prepare_references(rows, qtypes)
-        result = infoseek_metrics.score_infoseek([predictions[pq.key] for pq in answered], refs)
-        answers = result.metrics()
-        answers["per_question"] = {
-            r["data_id"]: {"score": float(r["correct"])} for r in result.per_question
-        }
+        bem = BEMScorer(config.bem, layout=config.bem_layout)
+    answers = adapter.score(answered, predictions, bem=bem)
+    if bem is not None:
+        answers["bem_model"] = bem.describe()
     out["answers"] = answers
     out["counts"] = dict(sorted(counts.items()))
     return out
