@@ -15,7 +15,7 @@ Retriever specs are strings ``KIND:ARG`` resolved by
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ragvqa.errors import InputError
@@ -67,9 +67,16 @@ class Profile:
         retriever: retriever spec (see module docstring).
         generator: generator configuration.
         k: documents retrieved and given to the generator (paper: 3).
-        instruction: the M2KR instruction put before the question in the
-            retrieval query.
-        uses_image: whether this profile's models look at the photo at all.
+        instruction: the text put before the question in the retrieval query
+            (ReT-2: the M2KR instruction); None = the retriever's own default
+            (the checkpoint's for ReT-2, none for sentence encoders, which
+            were trained without one).
+        uses_image: False: the photo is never given to the models (a
+            text-only profile); the pipeline drops it and says so.
+        device: torch device for the retriever (``auto``: cuda when torch
+            sees a GPU, else cpu).
+        dtype: retriever weights' dtype (``auto``: bfloat16 on cuda, float32
+            on cpu; or ``float32``, ``float16``, ``bfloat16``).
         description: one line for ``--help`` and the demo.
     """
 
@@ -77,10 +84,11 @@ class Profile:
     retriever: str
     generator: GeneratorConfig
     k: int = 3
-    instruction: str = DEFAULT_INSTRUCTION
+    instruction: str | None = DEFAULT_INSTRUCTION
     uses_image: bool = True
+    device: str = "auto"
+    dtype: str = "auto"
     description: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
     def with_overrides(self, **changes: object) -> Profile:
         """A copy with top-level fields replaced (e.g. ``k=0``)."""
@@ -128,7 +136,11 @@ PROFILES: dict[str, Profile] = {
             device="cpu",
         ),
         k=3,
+        # MiniLM was trained on plain sentence pairs: the M2KR instruction in
+        # front of every question lowers the right document's score.
+        instruction=None,
         uses_image=False,
+        device="cpu",
         description="MiniLM text retriever + Gemma 3 270M, both from PyPI; does NOT look at the photo",
     ),
 }

@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 from ragvqa.app import render
 from ragvqa.errors import InputError, RagvqaError
 from ragvqa.imageio import DEFAULT_MAX_PIXELS, open_image
-from ragvqa.pipeline import MAX_QUESTION_CHARS, OFFLINE_NOTICE, check_question
+from ragvqa.limits import MAX_BEAMS, MAX_K, MAX_NEW_TOKENS, MAX_QUESTION_CHARS, check_question
+from ragvqa.pipeline import PHOTO_NOT_USED_NOTICE
+from ragvqa.schema import answer_json
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -57,6 +59,9 @@ MAX_DATA_URI_BYTES = 25 * 1024 * 1024
 class DemoLimits:
     """Bounds of the page's settings (also enforced server-side, for API callers).
 
+    The defaults are the package-wide request limits (``ragvqa.limits``); an
+    operator may pass tighter ones for a public page.
+
     Attributes:
         max_k: most documents a request may retrieve.
         max_beams: widest beam search a request may ask for.
@@ -65,9 +70,9 @@ class DemoLimits:
         work_pixels: photos above this are downscaled before answering.
     """
 
-    max_k: int = 10
-    max_beams: int = 5
-    max_new_tokens: int = 64
+    max_k: int = MAX_K
+    max_beams: int = MAX_BEAMS
+    max_new_tokens: int = MAX_NEW_TOKENS
     max_pixels: int = DEFAULT_MAX_PIXELS
     work_pixels: int = WORK_PIXELS
 
@@ -196,7 +201,7 @@ class DemoHandler:
         limits = self.limits
         profile = self.pipeline.profile
         # Cheap checks first; the photo is decoded last.
-        question = check_question("" if question is None else question)
+        question = check_question(question)
         if no_retrieval or not self.retrieval_available:
             k_used = 0
         else:
@@ -214,24 +219,13 @@ class DemoHandler:
         result = self.pipeline.answer(image, question, k=k_used, num_beams=num_beams, max_new_tokens=tokens)
         result.timings = {"photo": photo_seconds, **result.timings}
         result.timings["total"] = time.perf_counter() - started
-        retriever = profile.retriever if k_used > 0 else None
-        generator = getattr(self.pipeline.generator, "name", type(self.pipeline.generator).__name__)
-        details = {
-            "answer": result.text,
-            "question": question,
-            "profile": result.profile,
-            "retriever": retriever,
-            "generator": generator,
-            "k": k_used,
-            "num_beams": num_beams,
-            "max_new_tokens": tokens,
-            "used_image": result.used_image,
-            "photo_size": [image.width, image.height],
-            "notices": list(result.notices),
-            "hits": [render.hit_record(h) for h in result.hits],
-            "timings": {name: round(sec, 4) for name, sec in result.timings.items()},
-            "prompt": result.prompt,
-        }
+        retriever = self.pipeline.retriever_spec if k_used > 0 else None
+        generator = self.pipeline.generator_name or ""
+        # The one answer schema (ragvqa.schema), without server file paths, plus the page's settings.
+        details = answer_json(
+            result, question=question, retriever=retriever, generator=generator, k=k_used, include_paths=False
+        )
+        details.update(num_beams=num_beams, max_new_tokens=tokens, photo_size=[image.width, image.height])
         return (
             result.text,
             render.info_html(result, generator=generator, retriever=retriever, k=k_used),
@@ -306,7 +300,7 @@ def build_app(
                 profile.name,
                 profile.description or profile.name,
                 uses_image=pipeline.uses_image,
-                notice=OFFLINE_NOTICE,
+                notice=PHOTO_NOT_USED_NOTICE,
             )
             + kb_html,
             css_template=render.CSS,

@@ -21,7 +21,6 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from ragvqa.types import Answer, Hit
 
@@ -144,21 +143,6 @@ def thumbnail_uri(path: str | Path | None, size: int = THUMB_PX) -> str | None:
     except OSError:
         return None
     return _thumbnail_uri(str(path), stat.st_mtime_ns, size)
-
-
-def hit_record(hit: Hit) -> dict[str, Any]:
-    """A hit as plain JSON-able data (the API's ``details`` output)."""
-    doc = hit.document
-    return {
-        "rank": hit.rank,
-        "doc_id": doc.doc_id,
-        "score": round(float(hit.score), 6),
-        "page_title": doc.page_title,
-        "section_title": doc.section_title,
-        "page_url": doc.page_url,
-        "text": " ".join(doc.text.split()),
-        "has_image": hit.image_file is not None,
-    }
 
 
 def evidence_html(hits: Sequence[Hit], answer: str, *, k: int) -> str:

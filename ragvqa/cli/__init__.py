@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from ragvqa import __version__
 from ragvqa.errors import RagvqaError
 
-# Subcommand modules, in --help order. A module that is missing (a part not
-# built yet) is skipped so the rest of the CLI keeps working.
+# Subcommand modules, in --help order. Every one must import: a missing module
+# is a broken installation and fails loudly rather than hiding a command.
 COMMANDS = [
     "build_kb",
     "fetch_images",
@@ -34,23 +34,26 @@ COMMANDS = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse without prefix matching: ``--imag`` is an error, not ``--image``
+    (an abbreviation silently changes meaning when a later option shares it)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every available subcommand registered."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ragvqa",
         description="Knowledge-intensive visual question answering with multimodal RAG.",
     )
     parser.add_argument("--version", action="version", version=f"ragvqa {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"ragvqa.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"ragvqa.cli.{name}":
-                continue
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"ragvqa.cli.{name}").register(subparsers)
     return parser
 
 

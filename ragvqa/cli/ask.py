@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-from ragvqa.cli.common import add_model_arguments, generator_config
+from ragvqa.cli.common import add_model_arguments, generator_config, progress_printer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,55 +47,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``ragvqa ask``; returns the exit code (errors raise RagvqaError -> exit 2)."""
     from ragvqa.config import get_profile
-    from ragvqa.errors import InputError, KnowledgeBaseError
     from ragvqa.imageio import open_image
-    from ragvqa.pipeline import build_pipeline, check_question
+    from ragvqa.limits import check_k, check_question
+    from ragvqa.pipeline import build_pipeline
+    from ragvqa.schema import answer_json
 
     profile = get_profile(args.profile)
-    # Cheap checks first: a bad question, photo or KB path fails before any model loads.
+    # Cheap checks first: a bad question, photo or k fails before any model loads
+    # (the assembler then checks the KB before loading the models).
     question = check_question(args.question)
     image = open_image(args.image)
-    k = profile.k if args.k is None else args.k
-    if k < 0 or k > 100:
-        raise InputError(f"--k must be between 0 and 100, not {k}")
-    if k > 0:
-        if args.kb is None:
-            raise InputError("no knowledge base given", hint="pass --kb KB_DIR, or --k 0 to answer without retrieval")
-        if not args.kb.is_dir():
-            raise KnowledgeBaseError(
-                f"knowledge base directory not found: {args.kb}",
-                hint="build one with: ragvqa build-kb --sample --out data/kb/sample --retriever text:minilm",
-            )
+    k = check_k(profile.k if args.k is None else args.k)
     gen_config = generator_config(profile, args)
-
     pipeline = build_pipeline(
         args.kb if k > 0 else None,
         profile,
         retriever_spec=args.retriever,
         generator_config=gen_config,
         k=k,
+        progress=progress_printer(args),
     )
-    answer = pipeline.answer(image, question, k=k, dataset=args.dataset)
-    timings = {"load": pipeline.load_seconds, **answer.timings}
-    kb = getattr(pipeline.searcher, "kb", None)
-    hits = [_hit_dict(h, kb) for h in answer.hits]
-
+    with pipeline:
+        answer = pipeline.answer(image, question, k=k, dataset=args.dataset)
+    answer.timings = {"load": pipeline.load_seconds, **answer.timings}
     if args.json:
-        out = {
-            "answer": answer.text,
-            "question": question,
-            "image": str(Path(args.image).resolve()),
-            "profile": answer.profile,
-            "retriever": pipeline.profile.retriever if k > 0 else None,
-            "generator": pipeline.generator.name,
-            "k": k,
-            "used_image": answer.used_image,
-            "notices": answer.notices,
-            "hits": hits,
-            "timings": {name: round(sec, 4) for name, sec in timings.items()},
-            "prompt": answer.prompt,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+        out = answer_json(
+            answer, question=question, retriever=pipeline.retriever_spec, generator=pipeline.generator_name, k=k
+        )
         json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
         return 0
@@ -105,35 +81,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"Answer: {answer.text or '(empty)'}")
     for notice in answer.notices:
         print(f"Note: {notice}")
-    print(f"Profile: {answer.profile} (generator {pipeline.generator.name})")
+    print(f"Profile: {answer.profile} (generator {pipeline.generator_name})")
     if k == 0:
         print("Documents: none (k = 0, no retrieval)")
     else:
-        print(f"Documents given to the generator (top {k}, retriever {pipeline.profile.retriever}):")
-        for h in hits:
-            where = h["title"] if h["section"] in ("", h["title"]) else f"{h['title']} > {h['section']}"
-            print(f"  {h['rank'] + 1}. [{h['score']:.3f}] {where} (doc {h['doc_id']})")
-            snippet = h["text"] if len(h["text"]) <= 160 else h["text"][:157] + "..."
-            print(f"     {snippet}")
-            if h["image_path"]:
-                print(f"     image: {h['image_path']}")
-    print("Time: " + ", ".join(f"{name} {sec:.2f} s" for name, sec in timings.items()))
+        print(f"Documents given to the generator (top {k}, retriever {pipeline.retriever_spec}):")
+        for hit in answer.hits:
+            doc = hit.document
+            title, section = doc.page_title, doc.section_title
+            where = title if section in ("", title) else f"{title} > {section}"
+            print(f"  {hit.rank + 1}. [{hit.score:.3f}] {where} (doc {doc.doc_id})")
+            text = " ".join(doc.text.split())
+            print(f"     {text if len(text) <= 160 else text[:157] + '...'}")
+            if hit.image_file:
+                print(f"     image: {hit.image_file}")
+    print("Time: " + ", ".join(f"{name} {sec:.2f} s" for name, sec in answer.timings.items()))
     return 0
-
-
-def _hit_dict(hit: Any, kb: Any) -> dict[str, Any]:
-    doc = hit.document
-    image = hit.image_file
-    if image is None and kb is not None:
-        path = kb.image_file(doc)
-        image = str(path) if path is not None else None
-    return {
-        "rank": hit.rank,
-        "doc_id": doc.doc_id,
-        "score": round(float(hit.score), 6),
-        "title": doc.page_title,
-        "section": doc.section_title,
-        "url": doc.page_url,
-        "text": " ".join(doc.text.split()),
-        "image_path": image,
-    }

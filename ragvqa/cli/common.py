@@ -1,4 +1,4 @@
-"""Arguments shared by the commands that load a pipeline (``ask``, ``demo``).
+"""Arguments and helpers shared by the commands that load a pipeline (``ask``, ``search``, ``demo``).
 
 Not a subcommand: ``ragvqa.cli`` registers only the modules in its COMMANDS list.
 """
@@ -6,6 +6,8 @@ Not a subcommand: ``ragvqa.cli`` registers only the modules in its COMMANDS list
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -34,27 +36,29 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 def generator_config(profile: Any, args: argparse.Namespace) -> Any:
     """The profile's GeneratorConfig with the command-line overrides, or None if none."""
     from ragvqa.errors import InputError
+    from ragvqa.limits import check_beams, check_new_tokens
 
     changes: dict[str, Any] = {}
     if args.generator_url:
         changes["base_url"] = args.generator_url
         if not args.generator_backend and profile.generator.backend != "openai":
+            # The same model, served: the family (and so the prompt) stays the profile's.
             changes["backend"] = "openai"
-            if profile.generator.family == "gemma_text":
-                raise InputError(
-                    f"--generator-url needs a vision-language profile, not {profile.name!r}",
-                    hint="add --profile paper (or paper-llava)",
-                )
     if args.generator_backend:
         changes["backend"] = args.generator_backend
     if args.generator_model:
         changes["model"] = args.generator_model
-    if args.beams is not None:
-        if args.beams < 1:
-            raise InputError(f"--beams must be 1 or more, not {args.beams}")
-        changes["num_beams"] = args.beams
-    if args.max_new_tokens is not None:
-        if not 1 <= args.max_new_tokens <= 1024:
-            raise InputError(f"--max-new-tokens must be between 1 and 1024, not {args.max_new_tokens}")
-        changes["max_new_tokens"] = args.max_new_tokens
+    if getattr(args, "beams", None) is not None:
+        changes["num_beams"] = check_beams(args.beams)
+    if getattr(args, "max_new_tokens", None) is not None:
+        changes["max_new_tokens"] = check_new_tokens(args.max_new_tokens)
     return replace(profile.generator, **changes) if changes else None
+
+
+def progress_printer(args: argparse.Namespace) -> Callable[[str], None]:
+    """Where the assembler's "loading ..." lines go: stderr, so ``--json`` stdout stays clean."""
+
+    def say(line: str) -> None:
+        print(f"{line} ...", file=sys.stderr, flush=True)
+
+    return say

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ragvqa.cli.common import add_model_arguments, generator_config
+from ragvqa.cli.common import add_model_arguments, generator_config, progress_printer
 
 AUTH_ENV = "RAGVQA_DEMO_AUTH"
 
@@ -65,6 +65,22 @@ def _auth_from_env() -> tuple[str, str] | None:
     return user, password
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port in use before any model loads (seconds, not after the load)."""
+    import socket
+
+    from ragvqa.errors import InputError
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise InputError(
+                f"cannot serve on {host}:{port} ({exc.strerror or exc})",
+                hint="pick another --port, or stop what is using it",
+            ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``ragvqa demo`` until Ctrl-C; returns the exit code."""
     from ragvqa.config import get_profile
@@ -84,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             hint="build one with: ragvqa build-kb --sample --out data/kb/sample --retriever text:minilm",
         )
     auth = _auth_from_env()
+    _check_port_free(args.host, args.port)
     gen_config = generator_config(profile, args)
     require("gradio", "demo")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -91,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
     from ragvqa.app.demo import build_app, launch
     from ragvqa.pipeline import build_pipeline
 
-    print(f"Loading the {profile.name} profile over {args.kb} ...", file=sys.stderr)
-    pipeline = build_pipeline(args.kb, profile, retriever_spec=args.retriever, generator_config=gen_config)
-    print(f"Models loaded in {pipeline.load_seconds:.1f} s ({pipeline.generator.name}).", file=sys.stderr)
+    pipeline = build_pipeline(
+        args.kb, profile, retriever_spec=args.retriever, generator_config=gen_config, progress=progress_printer(args)
+    )
+    print(f"Models loaded in {pipeline.load_seconds:.1f} s ({pipeline.generator_name}).", file=sys.stderr)
     concurrency = args.concurrency
     if concurrency is None:
         # A server batches many requests; an in-process model on one device gains nothing from more.
@@ -106,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             + ".",
             file=sys.stderr,
         )
-    app = build_app(pipeline, kb_label=str(args.kb))
+    # The KB's folder name only: the page must not show the server's file system.
+    app = build_app(pipeline, kb_label=Path(args.kb).resolve().name)
     try:
         try:
             launch(
@@ -138,5 +157,6 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         app.close()
+        pipeline.close()
     print("Demo stopped.", file=sys.stderr)
     return 0

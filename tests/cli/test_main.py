@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -11,11 +12,57 @@ from ragvqa.errors import InputError, MissingDependencyError, require
 from ragvqa.retriever.registry import parse_spec
 
 
-def test_help_lists_commands(capsys):
+def test_help_lists_every_subcommand(capsys):
+    import argparse
+
+    from ragvqa.cli import COMMANDS, build_parser
+
+    (action,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    listed = list(action.choices)
+    assert listed == [name.replace("_", "-") for name in COMMANDS]
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
-    assert "COMMAND" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert all(re.search(rf"^ +{name}( |$)", out, flags=re.M) for name in listed), out
+    # every subcommand answers its own --help
+    for name in listed:
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0, name
+
+
+def test_a_missing_subcommand_module_fails_loudly(monkeypatch):
+    import ragvqa.cli as cli
+
+    monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "no_such_command"])
+    with pytest.raises(ModuleNotFoundError, match="no_such_command"):
+        cli.build_parser()
+
+
+def test_abbreviated_options_are_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--kb", "kb", "--jso", "what is this?"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --jso" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["search", "ask"])
+def test_non_utf8_question_is_a_one_line_error(command, capsys, tmp_path):
+    import os
+
+    # What Python makes of the argv bytes b"caf\xe9?" on a UTF-8 system: a lone surrogate.
+    question = os.fsdecode(b"caf\xe9?")
+    photo = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(photo)
+    argv = [command, "--kb", str(tmp_path), question]
+    if command == "ask":
+        argv += ["--image", str(photo)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the ") and "not valid UTF-8" in err and len(err.splitlines()) == 1
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
