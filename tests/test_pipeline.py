@@ -67,12 +67,17 @@ def test_answer_with_a_generator_that_sees_the_photo(qwen_pipeline, gen_kb):  # 
 
 
 def test_generate_batch_keeps_order_and_k0(qwen_pipeline, gen_kb):  # noqa: F811
-    photo = sample_photo(gen_kb, "Skimage_astronaut.png")
-    questions = ["Who is this?", "What does this person do?"]
-    hits = qwen_pipeline.retrieve_batch([photo, photo], questions, 2)
-    answers = qwen_pipeline.generate_batch([photo, photo], questions, hits, num_beams=1, max_new_tokens=2)
-    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
-    no_rag = qwen_pipeline.answer(photo, "Who is this?", k=0)
+    photos = [sample_photo(gen_kb, "Skimage_astronaut.png"), sample_photo(gen_kb, "Skimage_moon.png")]
+    questions = ["Who is this?", "What is the name of this celestial body seen at night?"]
+    hits = qwen_pipeline.retrieve_batch(photos, questions, 2)
+    decoding = {"num_beams": 1, "max_new_tokens": 4}
+    one_by_one = [
+        qwen_pipeline.generate_batch([p], [q], [h], **decoding)[0] for p, q, h in zip(photos, questions, hits, strict=True)
+    ]
+    assert one_by_one[0] != one_by_one[1], "the two requests must give different answers to tell their order"
+    assert qwen_pipeline.generate_batch(photos, questions, hits, **decoding) == one_by_one
+    assert qwen_pipeline.generate_batch(photos[::-1], questions[::-1], hits[::-1], **decoding) == one_by_one[::-1]
+    no_rag = qwen_pipeline.answer(photos[0], "Who is this?", k=0)
     assert no_rag.hits == [] and "Context:" not in no_rag.prompt and "encode" not in no_rag.timings
 
 
@@ -152,3 +157,67 @@ def test_offline_profile_answers_without_the_photo(offline_pipeline, gen_kb):  #
     assert "Apollo 11" in answer.prompt
     assert set(answer.timings) == {"encode", "search", "generate", "total"}
     assert offline_pipeline.load_seconds > 0
+
+
+def test_search_and_ask_assemble_the_same_retrieval(gen_kb, capsys):  # noqa: F811
+    """`ragvqa search --profile offline` and `ask --profile offline` rank a question identically.
+
+    Before the one assembler, search applied the profile's M2KR instruction and
+    ask did not (top-1 0.492 vs 0.611 on the sample KB).
+    """
+    import json
+
+    from ragvqa.cli import main
+    from ragvqa.retriever.registry import load_retriever
+
+    question = "Who was the commander of the first crewed Moon landing?"
+    assert main(["search", "--kb", str(gen_kb), "--profile", "offline", "--k", "3", "--json", question]) == 0
+    searched = json.loads(capsys.readouterr().out)["hits"]
+    with build_pipeline(gen_kb, "offline", with_generator=False) as pipeline:  # what ask assembles, minus Gemma
+        asked = pipeline.retrieve_batch([None], [question], 3)[0]
+    assert [(h["doc_id"], h["score"]) for h in searched] == [(h.document.doc_id, round(h.score, 6)) for h in asked]
+    # ... and both embed the bare question, as MiniLM was trained (no instruction in front)
+    bare = load_retriever("text:minilm").encode_queries([None], [question])
+    assert float(bare[0] @ load_retriever("text:minilm").encode_documents([None], [asked[0].document.text])[0]) == (
+        pytest.approx(asked[0].score, abs=2e-3)
+    )
+    assert main(["search", "--kb", str(gen_kb), "--k", "3", "--json", question]) == 0  # no profile: the KB's own
+    assert json.loads(capsys.readouterr().out)["hits"] == searched
+
+
+def test_profile_settings_reach_the_retriever(gen_kb):  # noqa: F811
+    """instruction, device and dtype come from the profile (overridable), for every entry point."""
+    profile = PROFILES["offline"].with_overrides(instruction="Represent this question:", dtype="float32")
+    with build_pipeline(gen_kb, profile, with_generator=False) as pipeline:
+        assert pipeline.retriever.instruction == "Represent this question:"
+        assert pipeline.retriever.load_options["device"] == "cpu"
+        assert pipeline.retriever.load_options["dtype"] == "float32"
+        assert pipeline.generator is None and pipeline.retriever_spec == "text:minilm"
+        with pytest.raises(InputError, match="retrieval only"):
+            pipeline.answer(None, "q?")
+    with pytest.raises(InputError, match="unknown dtype"):
+        build_pipeline(gen_kb, "offline", dtype="float8", with_generator=False)
+
+
+def test_a_text_only_profile_never_hands_over_the_photo(gen_kb):  # noqa: F811
+    """Profile.uses_image = False drops the photo before any model sees it."""
+    with FakeOpenAIServer(answer="Eagle") as server:
+        profile = PROFILES["paper"].with_overrides(retriever="text:", uses_image=False)
+        pipeline = build_pipeline(gen_kb, profile, generator_config=replace(profile.generator, base_url=server.url))
+        with pipeline:
+            answer = pipeline.answer(sample_photo(gen_kb, "Skimage_moon.png"), MOON_Q)
+    assert answer.used_image is False and "NOT used" in answer.notices[0]
+    (body,) = server.requests
+    assert all(part["type"] == "text" for part in body["messages"][0]["content"])
+
+
+def test_request_limits_hold_at_the_pipeline_boundary(qwen_pipeline):
+    from ragvqa.limits import MAX_BEAMS, MAX_K
+
+    with pytest.raises(InputError, match="k must be between 0 and 100"):
+        qwen_pipeline.answer(None, "q?", k=MAX_K + 1)
+    with pytest.raises(InputError, match="beam width"):
+        qwen_pipeline.answer(None, "q?", k=0, num_beams=MAX_BEAMS + 1)
+    with pytest.raises(InputError, match="not valid UTF-8"):
+        qwen_pipeline.answer(None, b"caf\xe9?", k=0)
+    assert qwen_pipeline.retrieve_batch([None], [b"What is the albedo of snow?"], 1)[0][0].document.page_title == "Albedo"
