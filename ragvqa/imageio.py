@@ -8,6 +8,7 @@ JPEG or a decompression bomb gets the same one-line :class:`InputError`.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,7 +82,14 @@ def open_image(
                 hint="pass a JPEG, PNG, WebP, GIF or BMP photo",
             ) from None
         except Image.DecompressionBombError as exc:
-            raise InputError(f"{where} is too large ({exc})", hint="resize the photo") from None
+            # Pillow refuses above twice its own limit before reading the size
+            # out: say it in our terms (the documented max_pixels limit).
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            pixels = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+            raise InputError(
+                f"{where} is too large: {pixels} (limit {max_pixels:,})",
+                hint="resize the photo (a few megapixels is plenty)",
+            ) from None
         _check_size(image.size, max_pixels, where)
         try:
             image.load()
@@ -95,17 +103,40 @@ def open_image(
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB copy; transparent pixels become white rather than black."""
+    """RGB copy; transparent pixels become white rather than black.
+
+    16-bit and 32-bit grayscale (``I;16*``, ``I``, ``F`` modes: scans,
+    medical and astronomy images) are scaled to 8 bits by their bit depth;
+    Pillow's own conversion clips every value above 255 to white.
+    """
     from PIL import Image
 
     if image.mode == "RGB":
         return image
+    if image.mode.startswith("I") or image.mode == "F":
+        return _deep_gray_to_rgb(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+def _deep_gray_to_rgb(image: Image.Image) -> Image.Image:
+    """A high-bit-depth grayscale image as 8-bit RGB, scaled by its bit depth."""
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        top = 1.0 if values.size and float(np.nanmax(values)) <= 1.0 else 255.0
+    elif image.mode.startswith("I;16") or (values.size and float(values.max()) > 255):
+        top = 65535.0  # 16-bit samples (PNG stores them as I;16 or I)
+    else:
+        top = 255.0
+    gray = np.clip(np.nan_to_num(values) / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, where: str) -> None:

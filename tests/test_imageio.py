@@ -75,3 +75,38 @@ def test_too_many_pixels_refused_before_decoding(tmp_path):
         open_image(Image.new("RGB", (300, 300)), max_pixels=50_000)
     with pytest.raises(InputError, match="empty"):
         open_image(b"")
+
+
+def test_16_bit_grayscale_keeps_its_tones():
+    """A 16-bit PNG (mode I;16) is scaled by its bit depth; Pillow's own convert clips it to white."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    assert Image.open(io.BytesIO(buffer.getvalue())).mode == "I;16"
+    pixels = np.asarray(open_image(buffer.getvalue()))
+    assert pixels.shape == (64, 64, 3)
+    assert pixels[0, 0].tolist() == [0, 0, 0] and pixels[-1, -1].tolist() == [255, 255, 255]
+    assert abs(float(pixels.mean()) - 127.5) < 1.0  # a ramp stays a ramp, not a white sheet
+    expected = (ramp.astype(np.float64) / 65535 * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(pixels[..., 0], expected)
+
+
+def test_pillow_bomb_refusal_is_said_in_our_terms(tmp_path):
+    """Above twice Pillow's own limit, Pillow refuses before we see the size: same message shape."""
+    import struct
+    import zlib
+
+    # A valid PNG header claiming 20000 x 20000 pixels (400 MP), no real pixel data needed.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    with pytest.raises(InputError, match=r"is too large: 400,000,000 pixels \(limit 40,000,000\)"):
+        open_image(path)
