@@ -18,31 +18,28 @@ processor would.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from ragvqa.config import GeneratorConfig
 from ragvqa.errors import InputError, ModelError, require
-from ragvqa.generation.base import GenerationRequest
-from ragvqa.generation.chat_formats import get_format
-from ragvqa.generation.offline_gemma import clean_answer, quiet_loading
-from ragvqa.generation.prompts import build_prompt
+from ragvqa.generation.base import Generator, Prompt
+from ragvqa.generation.torch_common import (
+    generate_text,
+    quiet_loading,
+    resolve_device,
+    stop_token_ids,
+)
 
 log = logging.getLogger(__name__)
 
 FAMILIES = ("qwen2_5_vl", "llava_more")
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-class HFGenerator:
+class HFGenerator(Generator):
     """A transformers vision-language model answering one request at a time.
+
+    One prompt per ``_generate_batch`` call: photos differ in size, so
+    batching would pad both the text and the vision inputs.
 
     Args:
         config: ``model`` (path or hub id), ``family`` (``qwen2_5_vl`` or
@@ -52,21 +49,19 @@ class HFGenerator:
         sees_images: True.
     """
 
-    sees_images = True
+    backend = "hf"
 
     def __init__(self, config: GeneratorConfig) -> None:
-        torch = require("torch", "offline")
-        transformers = require("transformers", "offline")
         if config.family not in FAMILIES:
             raise InputError(
                 f"the hf backend does not know model family {config.family!r}",
                 hint=f"use one of {', '.join(FAMILIES)} (gemma_text runs on the gemma-offline backend)",
             )
-        self.config = config
-        self.name = f"hf:{config.model}"
+        super().__init__(config)
+        torch = require("torch", "offline")
+        transformers = require("transformers", "offline")
         self.family = config.family
-        self.format = get_format(config.family)
-        self.device = _resolve_device(config.device)
+        self.device = resolve_device(config.device)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         source = config.model
         try:
@@ -91,53 +86,35 @@ class HFGenerator:
                 f"cannot load {self.family} model {source!r} with transformers ({' '.join(str(exc).split())[:300]})",
                 hint="pass a local checkpoint directory or a hub id (with network access) via --generator-model",
             ) from exc
-        self._stop_ids = self._stop_token_ids()
+        self.stop_ids = stop_token_ids(self.tokenizer, self.stop)
 
-    def _stop_token_ids(self) -> list[int]:
-        ids = set()
-        for text in self.format.stop:
-            tid = self.tokenizer.convert_tokens_to_ids(text)
-            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id and tid >= 0:
-                ids.add(tid)
-        if self.tokenizer.eos_token_id is not None:
-            ids.add(self.tokenizer.eos_token_id)
-        return sorted(ids)
-
-    # -- prompt -----------------------------------------------------------------------
-
-    def prompt_for(self, request: GenerationRequest) -> str:
-        """The full chat-formatted prompt (one placeholder for the photo)."""
-        parts = build_prompt(request.question, request.contexts, dataset=request.dataset)
-        return self.format.render(parts, with_image=request.image is not None)
-
-    def model_inputs(self, request: GenerationRequest) -> dict[str, Any]:
-        """Token ids and pixel tensors for one request, on the model's device.
+    def model_inputs(self, prompt: Prompt) -> dict[str, Any]:
+        """Token ids and pixel tensors for one prompt, on the model's device.
 
         The photo placeholder is expanded the way the model's processor does:
         Qwen2.5-VL gets one ``<|image_pad|>`` per 2x2 group of 14-pixel
         patches (grid_t * grid_h * grid_w / merge_size**2); LLaVA gets one
         ``<image>`` per vision-tower patch (+1 with the "full" feature strategy).
         """
-        prompt = self.prompt_for(request)
+        text = prompt.text
         extra: dict[str, Any] = {}
-        if request.image is not None:
+        if prompt.image is not None:
+            vision = self.image_processor(images=[prompt.image], return_tensors="pt")
             if self.family == "qwen2_5_vl":
-                vision = self.image_processor(images=[request.image], return_tensors="pt")
                 grid = vision["image_grid_thw"]  # (1, 3): t, h, w in patches
                 merge = int(getattr(self.image_processor, "merge_size", 2))
                 n_tokens = int(grid.prod()) // (merge * merge)
-                prompt = prompt.replace("<|image_pad|>", "<|image_pad|>" * n_tokens, 1)
+                text = text.replace("<|image_pad|>", "<|image_pad|>" * n_tokens, 1)
                 extra = {"pixel_values": vision["pixel_values"], "image_grid_thw": grid}
             else:
-                vision = self.image_processor(images=[request.image], return_tensors="pt")
                 cfg = self.model.config
                 side = cfg.vision_config.image_size // cfg.vision_config.patch_size
                 n_tokens = side * side + (1 if cfg.vision_feature_select_strategy == "full" else 0)
                 image_token = self.tokenizer.convert_ids_to_tokens(cfg.image_token_id)
-                prompt = prompt.replace("<image>", image_token * n_tokens, 1)
+                text = text.replace("<image>", image_token * n_tokens, 1)
                 extra = {"pixel_values": vision["pixel_values"]}
         # The chat format already holds BOS where the family wants one.
-        encoded = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        encoded = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
         inputs = {**encoded, **extra}
         dtype = self.model.dtype
         return {
@@ -145,34 +122,14 @@ class HFGenerator:
             for k, v in inputs.items()
         }
 
-    # -- generation -------------------------------------------------------------------
-
-    def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        *,
-        num_beams: int | None = None,
-        max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """Beam-search answers, one request at a time (images differ in size)."""
-        import torch
-
-        beams = num_beams or self.config.num_beams
-        limit = max_new_tokens or self.config.max_new_tokens
-        answers = []
-        for request in requests:
-            inputs = self.model_inputs(request)
-            with torch.inference_mode():
-                output = self.model.generate(
-                    **inputs,
-                    num_beams=beams,
-                    max_new_tokens=limit,
-                    do_sample=False,
-                    eos_token_id=self._stop_ids,
-                    pad_token_id=self.tokenizer.pad_token_id or self._stop_ids[0],
-                )
-            new_tokens = output[0, inputs["input_ids"].shape[1] :]
-            answers.append(clean_answer(self.tokenizer.decode(new_tokens, skip_special_tokens=True)))
-        return answers
-
-
+    def _generate_batch(self, prompts: list[Prompt], num_beams: int, max_new_tokens: int) -> list[str]:
+        text = generate_text(
+            self.model,
+            self.tokenizer,
+            self.model_inputs(prompts[0]),  # batch_size 1
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id or self.stop_ids[0],
+        )
+        return [text]

@@ -11,7 +11,7 @@ the same time and a killed conversion leaves nothing half-written.
 
 Gemma 3 270M is a BASE, text-only model: no chat template, no image. The
 prompt is completion-style (:func:`ragvqa.generation.prompts.gemma_completion_prompt`):
-one worked example, then the retrieved context and the question, ending in
+three worked examples, then the retrieved context and the question, ending in
 ``Short answer:``; decoding stops at the first newline.
 """
 
@@ -24,32 +24,25 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from ragvqa.config import GeneratorConfig, cache_root
 from ragvqa.errors import ModelError, require
-from ragvqa.generation.base import GenerationRequest
+from ragvqa.generation.base import Generator, Prompt
+from ragvqa.generation.torch_common import (
+    generate_text,
+    quiet_loading,
+    resolve_device,
+    stop_token_ids,
+)
 
 log = logging.getLogger(__name__)
 
 MODEL_DIRNAME = "gemma3-270m"
 DONE_FILE = "ragvqa-conversion.json"  # written last inside the converted dir
 CONVERSION_VERSION = 1
-
-
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """No transformers "Loading weights" progress bar on the CLI's stderr while inside."""
-    from transformers.utils import logging as hf_logging
-
-    was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_on:
-            hf_logging.enable_progress_bar()
 
 
 def converted_dir(root: Path | None = None) -> Path:
@@ -144,97 +137,54 @@ def _convert(target: Path) -> None:
     log.warning("converted Gemma 3 270M in %.0f s", time.perf_counter() - started)
 
 
-class OfflineGemmaGenerator:
+class OfflineGemmaGenerator(Generator):
     """Gemma 3 270M (text only) on the CPU, greedy or beam search, stops at a newline.
+
+    The model is the packaged one whatever ``config.model`` says, and so is
+    its family: ``gemma_text`` (completion prompt, no photo, newline stop).
 
     Attributes:
         name: ``"gemma-offline:gemma3-270m"``.
         sees_images: always False: the photo is never given to the model.
     """
 
-    sees_images = False
+    backend = "gemma-offline"
 
     def __init__(self, config: GeneratorConfig, model_dir: Path | None = None) -> None:
+        super().__init__(replace(config, family="gemma_text"))
         torch = require("torch", "offline")
         transformers = require("transformers", "offline")
-        self.config = config
-        self.name = f"gemma-offline:{config.model}"
         self.model_dir = model_dir or ensure_converted()
-        device = config.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = device
+        self.device = resolve_device(config.device)
         try:
             with quiet_loading():
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.model_dir))
                 self.model = transformers.AutoModelForCausalLM.from_pretrained(
                     str(self.model_dir), dtype=torch.float32
-                ).to(device)
+                ).to(self.device)
         except (OSError, ValueError) as exc:
             raise ModelError(
                 f"cannot load the converted Gemma model from {self.model_dir} ({exc})",
                 hint=f"delete {self.model_dir} to convert it again",
             ) from exc
         self.model.eval()
-        # Token ids whose text contains a newline end the answer (the model
+        # Every token whose text holds a newline ends the answer (the model
         # would otherwise go on to invent the next question).
-        self._stop_ids = sorted(
-            {
-                i
-                for tok, i in self.tokenizer.get_vocab().items()
-                if "\n" in self.tokenizer.convert_tokens_to_string([tok])
-            }
-            | {self.tokenizer.eos_token_id}
+        self.stop_ids = stop_token_ids(self.tokenizer, self.stop)
+
+    def _generate_batch(self, prompts: list[Prompt], num_beams: int, max_new_tokens: int) -> list[str]:
+        # One prompt per call (batch_size 1): prompts differ a lot in length,
+        # and padding a 2-core CPU batch costs more than it saves.
+        text = generate_text(
+            self.model,
+            self.tokenizer,
+            self.tokenizer(prompts[0].text, return_tensors="pt").to(self.device),
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            eos_token_id=self.stop_ids,
+            # An answer never starts with a newline or EOS: without this
+            # the model sometimes "answers" with an empty line.
+            begin_suppress_tokens=self.stop_ids,
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
         )
-
-    def prompt_for(self, request: GenerationRequest) -> str:
-        """The exact completion prompt the model reads for ``request``."""
-        from ragvqa.generation.prompts import gemma_completion_prompt
-
-        return gemma_completion_prompt(request.question, request.contexts, dataset=request.dataset)
-
-    def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        *,
-        num_beams: int | None = None,
-        max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """One answer per request (first line of the continuation, stripped)."""
-        import torch
-
-        beams = num_beams or self.config.num_beams
-        limit = max_new_tokens or self.config.max_new_tokens
-        answers: list[str] = []
-        # One request at a time: prompts differ a lot in length, and padding a
-        # 2-core CPU batch costs more than it saves.
-        for request in requests:
-            prompt = self.prompt_for(request)
-            inputs = self.tokenizer(prompt, return_tensors="pt").to(self.device)
-            with torch.inference_mode():
-                output = self.model.generate(
-                    **inputs,
-                    max_new_tokens=limit,
-                    num_beams=beams,
-                    do_sample=False,
-                    eos_token_id=self._stop_ids,
-                    # An answer never starts with a newline or EOS: without this
-                    # the model sometimes "answers" with an empty line.
-                    begin_suppress_tokens=self._stop_ids,
-                    pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-                )
-            new_tokens = output[0, inputs["input_ids"].shape[1] :]
-            text = self.tokenizer.decode(new_tokens, skip_special_tokens=True)
-            answers.append(clean_answer(text))
-        return answers
-
-
-def clean_answer(text: str) -> str:
-    """First non-empty line of a continuation, stripped of quotes and a final period."""
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            return line.strip("\"'`* ").removesuffix(".").strip()
-    return ""
-
-
+        return [text]

@@ -20,9 +20,11 @@ n=<beams>, temperature=0, max_tokens=20``. Older vLLM (< 0.6) also wanted
 ``best_of`` = beams; current vLLM rejects ``best_of`` for chat, so it is not sent.
 
 Requests run concurrently (at most ``max_concurrency`` in flight), each with a
-timeout; connection failures, timeouts, HTTP 429 and 5xx are retried with
-exponential back-off; any other failure is a one-line GeneratorError naming
-the server and what to do.
+timeout; connection failures, timeouts, HTTP 429 and 5xx are
+:class:`~ragvqa.generation.base.TransientError` and retried with exponential
+back-off by the base class; any other failure is a one-line GeneratorError
+naming the server and what to do. The answer goes through the same clean-up
+as every other backend's (:func:`ragvqa.generation.base.clean_answer`).
 """
 
 from __future__ import annotations
@@ -30,16 +32,13 @@ from __future__ import annotations
 import base64
 import io
 import logging
-import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ragvqa.config import GeneratorConfig
 from ragvqa.errors import GeneratorError, require
-from ragvqa.generation.base import GenerationRequest
+from ragvqa.generation.base import IMAGE_MARKER, Generator, Prompt, TransientError
 from ragvqa.generation.chat_formats import openai_messages
-from ragvqa.generation.prompts import build_prompt
+from ragvqa.generation.prompts import PromptParts
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -76,8 +75,12 @@ def normalise_base_url(url: str) -> str:
     return url if url.endswith("/v1") else f"{url}/v1"
 
 
-class OpenAIGenerator:
+class OpenAIGenerator(Generator):
     """Answers through an OpenAI-compatible ``/v1/chat/completions`` endpoint.
+
+    One prompt per HTTP request (``batch_size`` 1), at most
+    ``config.max_concurrency`` in flight; the base class batches, retries and
+    cleans up the answers (:class:`ragvqa.generation.base.Generator`).
 
     Args:
         config: backend settings; ``base_url``, ``model`` (the served model
@@ -89,6 +92,8 @@ class OpenAIGenerator:
         backoff_s: first back-off delay; doubles on each retry.
     """
 
+    backend = "openai"
+
     def __init__(
         self,
         config: GeneratorConfig,
@@ -98,16 +103,15 @@ class OpenAIGenerator:
         backoff_s: float = 0.5,
     ) -> None:
         httpx = require("httpx", "offline")
-        self.config = config
+        super().__init__(config)
         self.base_url = normalise_base_url(config.base_url)
         self.model = config.model
         self.retries = retries
         self.backoff_s = backoff_s
-        self.sees_images = config.family != "gemma_text"
-        self.name = f"openai:{config.model}"
+        self.concurrency = max(1, config.max_concurrency)
         self._client = httpx.Client(
             timeout=httpx.Timeout(config.timeout_s, connect=min(10.0, config.timeout_s)),
-            limits=httpx.Limits(max_connections=max(1, config.max_concurrency)),
+            limits=httpx.Limits(max_connections=self.concurrency),
         )
         if check:
             self.check_server()
@@ -120,7 +124,7 @@ class OpenAIGenerator:
 
     def served_models(self) -> list[str]:
         """Model names the server serves (``GET /v1/models``)."""
-        body = self._request("GET", "/models", None)
+        body = self.with_retries(self._request, "GET", "/models", None)
         try:
             return [str(m["id"]) for m in body["data"]]
         except (KeyError, TypeError) as exc:
@@ -148,18 +152,17 @@ class OpenAIGenerator:
 
     # -- generation -------------------------------------------------------------------
 
-    def prompt_for(self, request: GenerationRequest) -> str:
-        """The prompt text sent (``<image>`` marks where the photo part goes)."""
-        parts = build_prompt(request.question, request.contexts, dataset=request.dataset)
-        return parts.text("<image>" if request.image is not None and self.sees_images else "")
+    def _render(self, parts: PromptParts, *, with_image: bool) -> str:
+        # The server applies the chat template; what is sent is the user turn,
+        # with the photo part where IMAGE_MARKER stands.
+        return parts.text(IMAGE_MARKER if with_image else "")
 
-    def payload(self, request: GenerationRequest, num_beams: int, max_new_tokens: int) -> dict[str, Any]:
+    def payload(self, prompt: Prompt, num_beams: int, max_new_tokens: int) -> dict[str, Any]:
         """The JSON body of one chat completion request."""
-        parts = build_prompt(request.question, request.contexts, dataset=request.dataset)
-        image_url = image_data_uri(request.image) if request.image is not None and self.sees_images else None
+        image_url = image_data_uri(prompt.image) if prompt.image is not None else None
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": openai_messages(parts, image_url),
+            "messages": openai_messages(prompt.parts, image_url),
             "max_tokens": max_new_tokens,
             "temperature": 0.0,
             "n": 1,
@@ -169,22 +172,8 @@ class OpenAIGenerator:
             body.update({"use_beam_search": True, "n": num_beams, "length_penalty": 1.0})
         return body
 
-    def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        *,
-        num_beams: int | None = None,
-        max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """One short answer per request, in order; requests run concurrently."""
-        beams = num_beams or self.config.num_beams
-        limit = max_new_tokens or self.config.max_new_tokens
-        bodies = [self.payload(r, beams, limit) for r in requests]
-        if len(bodies) <= 1:
-            return [self._complete(b) for b in bodies]
-        workers = max(1, min(self.config.max_concurrency, len(bodies)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ragvqa-http") as pool:
-            return list(pool.map(self._complete, bodies))
+    def _generate_batch(self, prompts: list[Prompt], num_beams: int, max_new_tokens: int) -> list[str]:
+        return [self._complete(self.payload(p, num_beams, max_new_tokens)) for p in prompts]
 
     def _complete(self, body: dict[str, Any]) -> str:
         response = self._request("POST", "/chat/completions", body)
@@ -200,50 +189,53 @@ class OpenAIGenerator:
                 f"{self.base_url}/chat/completions answered with non-text content ({_short(content)})",
                 hint="check the server's log",
             )
-        return content.strip()
+        return content
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        """One HTTP call with retries; returns the parsed JSON body."""
+        """One HTTP call; returns the parsed JSON body.
+
+        Raises:
+            TransientError: unreachable, timed out, HTTP 429 or 5xx (retried by the caller).
+            GeneratorError: any other failure.
+        """
         import httpx
 
         url = f"{self.base_url}{path}"
-        delay = self.backoff_s
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
-            try:
-                response = self._client.request(method, url, json=body)
-            except httpx.TimeoutException as exc:
-                if last:
-                    raise GeneratorError(
-                        f"the generator server at {self.base_url} did not answer within {self.config.timeout_s:g} s "
-                        f"({self.retries + 1} attempts)",
-                        hint="the server may be overloaded; raise timeout_s or lower max_concurrency",
-                    ) from exc
-            except httpx.TransportError as exc:
-                if last:
-                    raise GeneratorError(
-                        f"cannot reach the generator server at {self.base_url} ({type(exc).__name__}: {exc})",
-                        hint="start it with `vllm serve MODEL` (docs/generation.md) or pass --generator-url",
-                    ) from exc
-            else:
-                if response.status_code < 400:
-                    try:
-                        return response.json()
-                    except ValueError as exc:
-                        raise GeneratorError(
-                            f"{url} answered HTTP {response.status_code} with a body that is not JSON "
-                            f"({_short(response.text)})",
-                            hint="check that --generator-url points at the OpenAI API (ends in /v1)",
-                        ) from exc
-                if response.status_code not in RETRY_STATUS or last:
-                    raise GeneratorError(
-                        f"{url} answered HTTP {response.status_code}: {_error_text(response)}",
-                        hint=_hint_for(response.status_code),
-                    )
-            log.warning("request to %s failed (attempt %d of %d); retrying in %.1f s", url, attempt + 1, self.retries + 1, delay)
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            response = self._client.request(method, url, json=body)
+        except httpx.TimeoutException as exc:
+            raise TransientError(
+                f"the generator server at {self.base_url} did not answer within {self.config.timeout_s:g} s",
+                hint="the server may be overloaded; raise timeout_s or lower max_concurrency",
+            ) from exc
+        except httpx.ConnectError as exc:
+            raise TransientError(
+                f"cannot reach the generator server at {self.base_url} ({type(exc).__name__}: {_short(exc)})",
+                hint="start it with `vllm serve MODEL` (docs/generation.md) or pass --generator-url",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise TransientError(
+                f"the connection to the generator server at {self.base_url} broke before it answered "
+                f"({type(exc).__name__}: {_short(exc)})",
+                hint="check the server's log: it may have crashed or run out of memory",
+            ) from exc
+        if response.status_code in RETRY_STATUS:
+            raise TransientError(
+                f"{url} answered HTTP {response.status_code}: {_error_text(response)}",
+                hint=_hint_for(response.status_code),
+            )
+        if response.status_code >= 400:
+            raise GeneratorError(
+                f"{url} answered HTTP {response.status_code}: {_error_text(response)}",
+                hint=_hint_for(response.status_code),
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise GeneratorError(
+                f"{url} answered HTTP {response.status_code} with a body that is not JSON ({_short(response.text)})",
+                hint="check that --generator-url points at the OpenAI API (ends in /v1)",
+            ) from exc
 
 
 def _short(value: object, limit: int = 200) -> str:

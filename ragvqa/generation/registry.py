@@ -18,7 +18,7 @@ import importlib
 
 from ragvqa.config import GeneratorConfig
 from ragvqa.errors import InputError
-from ragvqa.generation.base import Generator
+from ragvqa.generation.base import Generator, check_decoding
 
 BACKENDS: dict[str, tuple[str, str]] = {
     "openai": ("ragvqa.generation.openai_http", "OpenAIGenerator"),
@@ -40,11 +40,7 @@ def load_generator(config: GeneratorConfig) -> Generator:
             f"unknown generator backend {config.backend!r}",
             hint=f"use one of {', '.join(BACKENDS)}",
         )
-    if config.num_beams < 1 or config.max_new_tokens < 1:
-        raise InputError(
-            f"num_beams ({config.num_beams}) and max_new_tokens ({config.max_new_tokens}) must be >= 1",
-            hint="the paper uses 3 beams (Qwen2.5-VL) or 5 (LLaVA-MORE) and 20 new tokens",
-        )
+    check_decoding(config.num_beams, config.max_new_tokens)  # before any model loads
     module_name, class_name = BACKENDS[config.backend]
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(config)

@@ -19,15 +19,11 @@ photo goes in ``multi_modal_data``. Beam search uses ``LLM.beam_search`` with
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from ragvqa.config import GeneratorConfig
 from ragvqa.errors import MissingDependencyError, ModelError
-from ragvqa.generation.base import GenerationRequest
-from ragvqa.generation.chat_formats import get_format
-from ragvqa.generation.offline_gemma import clean_answer
-from ragvqa.generation.prompts import build_prompt
+from ragvqa.generation.base import Generator, Prompt
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +41,11 @@ def import_vllm() -> Any:
     return vllm
 
 
-class VLLMGenerator:
+class VLLMGenerator(Generator):
     """``vllm.LLM`` answering batches of requests with beam search.
+
+    All prompts of a call go to vLLM at once (``batch_size`` None): vLLM
+    schedules them itself.
 
     Args:
         config: ``model`` (path or hub id), ``family``, ``num_beams``,
@@ -55,14 +54,12 @@ class VLLMGenerator:
             ``gpu_memory_utilization``, ``max_model_len``, ``tensor_parallel_size``).
     """
 
-    sees_images = True
+    backend = "vllm"
+    batch_size = None
 
     def __init__(self, config: GeneratorConfig, **llm_options: Any) -> None:
+        super().__init__(config)
         vllm = import_vllm()
-        self.config = config
-        self.name = f"vllm:{config.model}"
-        self.format = get_format(config.family)
-        self.sees_images = config.family != "gemma_text"
         options = {"max_model_len": 8192, "limit_mm_per_prompt": {"image": 1}, **llm_options}
         try:
             self.llm = vllm.LLM(model=config.model, **options)
@@ -73,44 +70,32 @@ class VLLMGenerator:
             ) from exc
         self._vllm = vllm
 
-    def prompt_for(self, request: GenerationRequest) -> str:
-        """The chat-formatted prompt (one image placeholder)."""
-        parts = build_prompt(request.question, request.contexts, dataset=request.dataset)
-        return self.format.render(parts, with_image=request.image is not None and self.sees_images)
+    @staticmethod
+    def engine_input(prompt: Prompt) -> dict[str, Any]:
+        """What ``LLM.generate`` / ``LLM.beam_search`` take for one prompt (one image placeholder)."""
+        inputs: dict[str, Any] = {"prompt": prompt.text}
+        if prompt.image is not None:
+            inputs["multi_modal_data"] = {"image": prompt.image}
+        return inputs
 
-    def _inputs(self, request: GenerationRequest) -> dict[str, Any]:
-        prompt: dict[str, Any] = {"prompt": self.prompt_for(request)}
-        if request.image is not None and self.sees_images:
-            prompt["multi_modal_data"] = {"image": request.image}
-        return prompt
-
-    def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        *,
-        num_beams: int | None = None,
-        max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """Answers for a batch of requests, in order (vLLM batches them itself)."""
-        beams = num_beams or self.config.num_beams
-        limit = max_new_tokens or self.config.max_new_tokens
-        prompts = [self._inputs(r) for r in requests]
-        if not prompts:
-            return []
-        if beams == 1:
-            params = self._vllm.SamplingParams(temperature=0.0, max_tokens=limit, stop=list(self.format.stop))
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
-            return [clean_answer(o.outputs[0].text) for o in outputs]
+    def _generate_batch(self, prompts: list[Prompt], num_beams: int, max_new_tokens: int) -> list[str]:
+        inputs = [self.engine_input(p) for p in prompts]
+        if num_beams == 1:
+            params = self._vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=list(self.stop))
+            outputs = self.llm.generate(inputs, params, use_tqdm=False)
+            return [o.outputs[0].text for o in outputs]
+        # Beam search cannot stop at strings: the base class cuts the output at
+        # the family's end-of-turn markers afterwards.
         from vllm.sampling_params import BeamSearchParams
 
-        params = BeamSearchParams(beam_width=beams, max_tokens=limit)
-        outputs = self.llm.beam_search(prompts, params)
+        params = BeamSearchParams(beam_width=num_beams, max_tokens=max_new_tokens)
+        outputs = self.llm.beam_search(inputs, params)
         tokenizer = self.llm.get_tokenizer()
-        answers = []
+        raws = []
         for out in outputs:
             best = out.sequences[0]
             # `tokens` holds prompt + answer; `logprobs` has one entry per
             # generated token, so its length says where the answer starts.
             generated = best.tokens[len(best.tokens) - len(best.logprobs) :]
-            answers.append(clean_answer(tokenizer.decode(generated, skip_special_tokens=True)))
-        return answers
+            raws.append(tokenizer.decode(generated, skip_special_tokens=True))
+        return raws

@@ -5,7 +5,8 @@ validates each request the way vLLM's ``ChatCompletionRequest`` would need it
 (messages with text and image_url parts, a decodable base64 image, beam
 search fields), records it, and answers according to a script of behaviours
 set by the test: ``ok``, ``status:<code>``, ``garbage`` (not JSON),
-``no_choices``, ``sleep:<seconds>``.
+``no_choices``, ``drop`` (close the connection without
+answering), ``sleep:<seconds>``.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from typing import Any
 class FakeOpenAIServer:
     """Run with ``with FakeOpenAIServer(models=[...]) as server: server.url``."""
 
-    def __init__(self, models: list[str] | None = None, answer: str = "Eagle", delay_s: float = 0.0) -> None:
+    def __init__(
+        self, models: list[str] | None = None, answer: str = "Eagle", delay_s: float = 0.0, pad: bool = True
+    ) -> None:
         self.models = models or ["Qwen/Qwen2.5-VL-7B-Instruct"]
         self.answer = answer
+        self.pad = pad  # False: choices[0] content is exactly `answer`
         self.delay_s = delay_s
         self.script: list[str] = []  # behaviours for the next chat requests, then "ok"
         self.requests: list[dict[str, Any]] = []
@@ -73,13 +77,15 @@ class FakeOpenAIServer:
                         self._send(code, json.dumps(msg).encode())
                     elif behaviour == "garbage":
                         self._send(200, b"<html>proxy error</html>", "text/html")
+                    elif behaviour == "drop":  # a crashed server: the connection closes, no answer
+                        self.close_connection = True
                     elif behaviour == "no_choices":
                         self._send(200, b'{"id": "x", "choices": []}')
                     elif behaviour.startswith("sleep:"):
                         time.sleep(float(behaviour.split(":")[1]))
-                        self._send(200, json.dumps(reply(body, server.answer)).encode())
+                        self._send(200, json.dumps(reply(body, server.answer, server.pad)).encode())
                     else:
-                        self._send(200, json.dumps(reply(body, server.answer)).encode())
+                        self._send(200, json.dumps(reply(body, server.answer, server.pad)).encode())
                 finally:
                     with server._lock:
                         server.in_flight -= 1
@@ -98,20 +104,25 @@ class FakeOpenAIServer:
         self._httpd.server_close()
 
 
-def reply(body: dict[str, Any], answer: str) -> dict[str, Any]:
-    """A chat completion with n choices; choice i says '<answer>' (+ ' #i' for i > 0)."""
+def reply(body: dict[str, Any], answer: str, pad: bool = True) -> dict[str, Any]:
+    """A chat completion with n choices; choice i says '<answer>' (+ ' #i' for i > 0).
+
+    With ``pad`` the text comes as a model often writes it, after a space and
+    before a newline; without it, exactly as given.
+    """
     question = ""
     for part in body["messages"][0]["content"]:
         if part["type"] == "text" and "Question:" in part["text"]:
             question = part["text"].rsplit("Question:", 1)[1].splitlines()[0].strip()
     text = answer if answer != "{question}" else question
     n = body.get("n", 1)
+    before, after = (" ", "\n") if pad else ("", "")
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
         "model": body["model"],
         "choices": [
-            {"index": i, "message": {"role": "assistant", "content": f" {text}{'' if i == 0 else f' #{i}'}\n"},
+            {"index": i, "message": {"role": "assistant", "content": f"{before}{text}{'' if i == 0 else f' #{i}'}{after}"},
              "finish_reason": "stop"}
             for i in range(n)
         ],

@@ -14,7 +14,6 @@ from ragvqa.generation.base import GenerationRequest
 from ragvqa.generation.offline_gemma import (
     DONE_FILE,
     OfflineGemmaGenerator,
-    clean_answer,
     converted_dir,
     ensure_converted,
     is_converted,
@@ -64,12 +63,6 @@ def test_failed_conversion_leaves_nothing_behind(monkeypatch, tmp_path):
         ensure_converted(tmp_path)
     assert not is_converted(tmp_path / "gemma3-270m")
     assert [p.name for p in tmp_path.iterdir()] == [".gemma3-270m.lock"]  # no temp dirs left
-
-
-def test_clean_answer():
-    assert clean_answer(" 1969.\nQuestion: next") == "1969"
-    assert clean_answer('\n\n "Eagle" ') == "Eagle"
-    assert clean_answer("") == ""
 
 
 @pytest.fixture(scope="session")

@@ -152,3 +152,46 @@ def test_url_normalisation_and_image_downscale():
     uri = image_data_uri(Image.new("RGB", (400, 300)), max_pixels=30_000)
     small = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert small.size[0] * small.size[1] <= 30_000 and abs(small.size[0] / small.size[1] - 4 / 3) < 0.02
+
+
+def test_prompt_for_is_what_is_sent():
+    with FakeOpenAIServer() as server, load_generator(config(server.url)) as gen:
+        for req in (request(), request(image=None), GenerationRequest("q?", ("c",), PHOTO, dataset="infoseek")):
+            (result,) = gen.generate_detailed([req])
+            content = server.requests[-1]["messages"][0]["content"]
+            sent = "".join(p["text"] if p["type"] == "text" else "<image>" for p in content)
+            assert result.prompt == sent == gen.prompt_for(req)
+            assert result.raw == " Eagle\n" and result.text == "Eagle"
+
+
+def test_text_only_family_gets_the_completion_prompt_and_no_photo():
+    from ragvqa.generation.prompts import gemma_completion_prompt
+
+    with FakeOpenAIServer(models=["gemma3-270m"]) as server:
+        gen = load_generator(config(server.url, model="gemma3-270m", family="gemma_text"))
+        assert gen.sees_images is False
+        gen.generate([request()])
+    (part,) = server.requests[0]["messages"][0]["content"]
+    assert part == {"type": "text", "text": gemma_completion_prompt(request().question, request().contexts)}
+
+
+def test_dropped_connection_is_retried_then_one_line():
+    with FakeOpenAIServer() as server:
+        server.script = ["drop"]
+        gen = OpenAIGenerator(config(server.url), retries=2, backoff_s=0.01)
+        assert gen.generate([request()]) == ["Eagle"]
+        server.script = ["drop"] * 3
+        with pytest.raises(GeneratorError) as exc:
+            gen.generate([request()])
+    line = exc.value.one_line()
+    assert "connection to the generator server at http://127.0.0.1" in line and "broke before it answered" in line
+    assert "(3 attempts)" in line and "\n" not in str(exc.value)
+    assert len(server.requests) == 2 + 3
+
+
+def test_server_gone_after_load_is_one_line():
+    with FakeOpenAIServer() as server:
+        gen = OpenAIGenerator(config(server.url, max_concurrency=2), retries=1, backoff_s=0.01)
+    with pytest.raises(GeneratorError, match=r"cannot reach the generator server at .* \(2 attempts\)") as exc:
+        gen.generate([request(f"question {i}?") for i in range(40)])
+    assert "vllm serve" in exc.value.one_line()
