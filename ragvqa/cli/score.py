@@ -7,13 +7,18 @@
 Prints one JSON object. InfoSeek: the official script's keys and values
 (``final_score``, ``unseen_question_score``, ``unseen_entity_score``) plus
 ``counts``. E-VQA: ``accuracy_all``, ``accuracy_single_hop``, per-type
-accuracies (x100, 2 decimals), ``n`` and ``counts``.
+accuracies (x100, 2 decimals), ``n`` and ``counts``. Both: ``coverage``
+(reference questions scored, missing; prediction lines invalid, extra,
+duplicate); a warning on stderr when some reference has no usable
+prediction. An empty predictions file, or one with no usable prediction, is
+an error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -65,6 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ragvqa.errors import InputError
     from ragvqa.evaluation.adapters import get_adapter
+    from ragvqa.evaluation.scoring import Coverage
 
     adapter = get_adapter(args.dataset)
     bem = None
@@ -86,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if bem is not None:
         metrics["bem_model"] = bem.describe()
         metrics["counts"]["bem_truncated_inputs"] = bem.stats["truncated"]
+    warning = Coverage(**metrics["coverage"]).warning()
+    if warning:  # scores over part of the references: said on stderr, stdout stays JSON
+        print(warning, file=sys.stderr)
     text = json.dumps(metrics, indent=2, ensure_ascii=False)
     if args.out:
         from ragvqa.kb.store import atomic_write_bytes

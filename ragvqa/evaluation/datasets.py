@@ -30,8 +30,47 @@ EVQA_REQUIRED_COLUMNS = ("question", "answer", "question_type")
 IMAGE_SUFFIXES = (".jpg", ".JPEG", ".jpeg", ".JPG", ".png", ".PNG")
 
 
+def _decode_line(path: Path, lineno: int, raw: bytes) -> str:
+    """One line as UTF-8 text (a BOM on the first line is dropped); DataError naming the byte."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}:{lineno} is not valid UTF-8 (byte {exc.start + 1} of the line)",
+            hint="write the file as UTF-8",
+        ) from None
+    return text[1:] if lineno == 1 and text.startswith("\ufeff") else text
+
+
+def _first_invalid_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8, as "line L, byte B" (1-based; the error path only)."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {lineno}, byte {exc.start + 1}"
+    return "a truncated character at the end"
+
+
+def parse_json(text: str, where: str) -> Any:
+    """``json.loads`` with every failure as a one-line DataError naming ``where``.
+
+    Nesting deeper than Python's recursion limit (about 1,000 levels) is
+    refused with the same error instead of a RecursionError.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where} is not valid JSON ({exc.msg})", hint="fix or remove it") from None
+    except RecursionError:
+        raise DataError(
+            f"{where} is JSON nested too deeply to read", hint="fix or remove it"
+        ) from None
+
+
 def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file; a line that is not a JSON object is a DataError naming the line.
+    """Rows of a JSONL file; a line that is not UTF-8 JSON object is a DataError naming the line.
 
     Blank lines are skipped. Scores depend on every row, so a bad row is an
     error, not a silent skip.
@@ -39,16 +78,12 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} does not exist", hint="check the path")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            line = _decode_line(path, lineno, raw)
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path}:{lineno} is not valid JSON ({exc.msg})", hint="fix or remove that line"
-                ) from exc
+            row = parse_json(line, f"{path}:{lineno}")
             if not isinstance(row, dict):
                 raise DataError(
                     f"{path}:{lineno} is not a JSON object",
@@ -123,32 +158,44 @@ def load_evqa(path: str | Path, *, limit: int | None = None) -> list[EVQAQuestio
         raise InputError(f"{path} does not exist", hint="pass the E-VQA test.csv")
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # evidence cells can be long
     out: list[EVQAQuestion] = []
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in EVQA_REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(
-                f"{path} lacks the column(s) {missing}", hint="pass an E-VQA CSV (test.csv)"
-            )
-        for row_no, row in enumerate(reader):
-            if limit is not None and row_no >= limit:
-                break
-            ids = (row.get("dataset_image_ids") or "").split("|")
-            urls = tuple(
-                u.strip() for u in (row.get("wikipedia_url") or "").split("|") if u.strip()
-            )
-            out.append(
-                EVQAQuestion(
-                    question_id=row_no,
-                    question=row.get("question") or "",
-                    answer=row.get("answer") or "",
-                    question_type=(row.get("question_type") or "").strip(),
-                    image_id=ids[0].strip(),
-                    dataset_name=(row.get("dataset_name") or "").strip(),
-                    wikipedia_urls=urls,
-                    raw=dict(row),
+    row_no = -1
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in EVQA_REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(
+                    f"{path} lacks the column(s) {missing}", hint="pass an E-VQA CSV (test.csv)"
                 )
-            )
+            for row_no, row in enumerate(reader):
+                if limit is not None and row_no >= limit:
+                    break
+                ids = (row.get("dataset_image_ids") or "").split("|")
+                urls = tuple(
+                    u.strip() for u in (row.get("wikipedia_url") or "").split("|") if u.strip()
+                )
+                out.append(
+                    EVQAQuestion(
+                        question_id=row_no,
+                        question=row.get("question") or "",
+                        answer=row.get("answer") or "",
+                        question_type=(row.get("question_type") or "").strip(),
+                        image_id=ids[0].strip(),
+                        dataset_name=(row.get("dataset_name") or "").strip(),
+                        wikipedia_urls=urls,
+                        raw=dict(row),
+                    )
+                )
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path} is not valid UTF-8 ({_first_invalid_utf8(path)})",
+            hint="write the CSV as UTF-8",
+        ) from None
+    except csv.Error as exc:
+        raise DataError(
+            f"{path} is not a readable CSV after data row {row_no + 1} ({exc})",
+            hint="pass an E-VQA CSV (test.csv)",
+        ) from None
     return out
 
 
@@ -190,15 +237,47 @@ def evqa_image_path(
 
 
 def load_inat_map(path: str | Path) -> dict[str, str]:
-    """An iNaturalist id -> relative file JSON: ``{id: file}`` or a list of ``{"id", "file_name"}``."""
-    data = json.loads(Path(path).read_text())
+    """An iNaturalist id -> relative file JSON: ``{id: file}`` or a list of
+    ``{"id", "file_name"}`` (``file`` also accepted).
+
+    Raises:
+        InputError: the file does not exist; DataError: not UTF-8 JSON of one
+        of those two shapes (the message names the first bad entry).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--inat-map {path} does not exist", hint="check the path")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not valid UTF-8 (byte {exc.start + 1})", hint="write the file as UTF-8"
+        ) from None
+    data = parse_json(text, str(path))
+    shape = 'a JSON object {id: relative_path} or a list of {"id", "file_name"}'
+    out: dict[str, str] = {}
     if isinstance(data, dict):
-        return {str(k): str(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return {str(r["id"]): str(r.get("file_name") or r.get("file")) for r in data}
-    raise DataError(
-        f"{path} is not an id -> file mapping", hint="pass a JSON object {id: relative_path}"
-    )
+        pairs = list(data.items())
+    elif isinstance(data, list):
+        pairs = []
+        for i, entry in enumerate(data):
+            file = entry.get("file_name", entry.get("file")) if isinstance(entry, dict) else None
+            if not isinstance(entry, dict) or "id" not in entry or file is None:
+                raise DataError(
+                    f'{path}: entry {i} is not an object with "id" and "file_name"',
+                    hint=f"pass {shape}",
+                )
+            pairs.append((entry["id"], file))
+    else:
+        raise DataError(f"{path} is not an id -> file mapping", hint=f"pass {shape}")
+    for key, file in pairs:
+        # Ids are numbers or text; a file is a relative path (text).
+        if isinstance(key, bool) or not isinstance(key, (str, int)) or not isinstance(file, str):
+            raise DataError(
+                f"{path}: the entry for id {str(key)[:40]!r} is not text -> text", hint=f"pass {shape}"
+            )
+        out[str(key)] = file
+    return out
 
 
 # ------------------------------------------------------------------ InfoSeek

@@ -177,17 +177,26 @@ def prepare_references(
     Rows that cannot be scored are skipped and counted in ``counts``:
     ``reference_without_qtype``, ``reference_without_split``,
     ``empty_reference`` (no accepted answer), ``malformed_reference``
-    (a Numerical row without a usable range). ``unknown_question_type``
+    (no text ``data_id``, or a Numerical row without a usable range);
+    ``malformed_qtype_rows`` counts type rows without text ``data_id`` and
+    ``question_type``. ``unknown_question_type``
     counts types outside String/Numerical/Time (scored as String).
     """
     counts = counts if counts is not None else Counter()
     qid2type: dict[str, str] = {}
     for row in qtypes:
-        qid2type[row["data_id"]] = str(row["question_type"])
+        data_id, qtype = row.get("data_id"), row.get("question_type")
+        if not isinstance(data_id, str) or not isinstance(qtype, str):
+            counts["malformed_qtype_rows"] += 1  # the official script would crash here
+            continue
+        qid2type[data_id] = qtype
     out: dict[str, InfoSeekReference] = {}
     for row in references:
         data_id = row.get("data_id")
         counts["references"] += 1
+        if not isinstance(data_id, str):
+            counts["malformed_reference"] += 1
+            continue
         qtype = qid2type.get(data_id)
         if qtype is None:
             counts["reference_without_qtype"] += 1
@@ -282,7 +291,8 @@ def score_infoseek(
     Args:
         predictions: rows ``{"data_id", "prediction"}``; every row counts,
             duplicates included (as in the official script; counted as
-            ``duplicate_predictions``).
+            ``duplicate_predictions``). A row whose ``data_id`` or
+            ``prediction`` is not text is not scored (``invalid_predictions``).
         references: from :func:`prepare_references`.
     Returns:
         official scores, counts (``matched_predictions``,
@@ -295,15 +305,16 @@ def score_infoseek(
     seen: set[str] = set()
     for row in predictions:
         data_id = row.get("data_id")
-        reference = references.get(data_id) if isinstance(data_id, str) else None
+        prediction = row.get("prediction")
+        if not isinstance(data_id, str) or not isinstance(prediction, str):
+            # The official script would crash on these (it calls str methods);
+            # a list is NOT stringified and scored: "['Spain']" would match "Spain".
+            counts["invalid_predictions"] += 1
+            continue
+        reference = references.get(data_id)
         if reference is None:
             counts["unknown_prediction_ids"] += 1
             continue
-        prediction = row.get("prediction")
-        if prediction is None:
-            counts["malformed_predictions"] += 1
-            continue
-        prediction = str(prediction)
         if data_id in seen:
             counts["duplicate_predictions"] += 1
         seen.add(data_id)
