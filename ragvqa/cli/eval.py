@@ -3,6 +3,12 @@
     ragvqa eval --dataset evqa --questions test.csv --images IMG_DIR --kb KB_DIR --profile offline --out runs/evqa
     ragvqa eval --dataset infoseek --questions infoseek_val_withkb.jsonl --qtypes infoseek_val_qtype.jsonl \\
         --images IMG_DIR --kb KB_DIR --out runs/infoseek --limit 100
+    ragvqa eval ... --profile paper --generator-url http://127.0.0.1:8000/v1   # a vLLM server
+
+The pipeline comes from the same assembler as ``ask`` and ``search``
+(``ragvqa.pipeline.build_pipeline``): the same profile, retriever lookup,
+device and generator overrides (``--generator-url``, ``--generator-model``,
+``--beams``, ...).
 
 Writes predictions.jsonl, retrieval.jsonl, metrics.json, report.md and
 recall.png in the run directory; rerunning the same command resumes.
@@ -15,6 +21,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ragvqa.cli.common import add_model_arguments
     from ragvqa.evaluation.adapters import DATASETS
 
     parser = subparsers.add_parser(
@@ -31,8 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--kb", required=True, type=Path, help="knowledge base dir (embedded with the retriever)"
     )
-    parser.add_argument("--profile", default="offline", help="profile name (default: offline)")
-    parser.add_argument("--retriever", help="retriever spec overriding the profile's (KIND:ARG)")
+    add_model_arguments(parser)
+    parser.add_argument("--beams", type=int, help="beam width overriding the profile's")
+    parser.add_argument("--max-new-tokens", type=int, help="answer length cap overriding the profile's")
     parser.add_argument("--limit", type=int, help="first N questions only")
     parser.add_argument(
         "--k", type=int, help="documents given to the generator (default: the profile's, 3)"
@@ -64,14 +72,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from ragvqa.cli.common import generator_config, progress_printer
+    from ragvqa.config import get_profile
     from ragvqa.errors import InputError
     from ragvqa.evaluation.adapters import get_adapter
     from ragvqa.evaluation.runner import EvalConfig, run_eval
+    from ragvqa.limits import check_k
 
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be 1 or more, not {args.limit}")
     if args.retrieve_k < 1:
         raise InputError(f"--retrieve-k must be 1 or more, not {args.retrieve_k}")
+    check_k(args.retrieve_k)
+    if args.k is not None:
+        check_k(args.k)
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be 1 or more, not {args.batch_size}")
+    gen_config = None
+    if not args.retrieval_only:
+        gen_config = generator_config(get_profile(args.profile), args)
     out = args.out or Path("runs") / f"{args.dataset}-{args.profile}"
     config = EvalConfig(
         dataset=args.dataset,
@@ -82,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         qtypes=args.qtypes,
         profile=args.profile,
         retriever=args.retriever,
+        generator_config=gen_config,
         limit=args.limit,
         k=args.k,
         retrieve_k=args.retrieve_k,
@@ -92,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         inat_map=args.inat_map,
         samples=args.samples,
     )
-    metrics = run_eval(config, progress=not args.no_progress)
+    metrics = run_eval(config, progress=not args.no_progress, say=progress_printer(args))
     summary = {
         "run_dir": str(out),
         "retrieval": {k: v for k, v in metrics["retrieval"].items() if "@" in k},

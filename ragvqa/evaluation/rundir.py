@@ -2,9 +2,9 @@
 
     RUN_DIR/run_config.json   what made the run (a resume must match RESUME_KEYS)
     RUN_DIR/retrieval.jsonl   one line per question: its hits (ragvqa.schema hit
-                              objects without the text, which the KB holds by
-                              doc_id) and the first ranks of a positive page and
-                              of an answer
+                              objects, text null: the KB holds it by doc_id)
+                              and the first ranks of a positive page and of an
+                              answer
     RUN_DIR/predictions.jsonl one line per question in the official format
                               (E-VQA {"question_id", "prediction"}; InfoSeek
                               {"data_id", "prediction"}), so `ragvqa score` and
@@ -145,13 +145,11 @@ def check_resume(out: Path, new: dict[str, Any]) -> None:
 
 def hit_record(hit: Any) -> dict[str, Any]:
     """One hit as ``retrieval.jsonl`` stores it: the ragvqa.schema hit object
-    without ``text`` (up to 100 texts a line would make the file gigabytes;
-    the KB holds the text under ``doc_id``) and without server paths."""
+    with ``text`` and ``image_path`` null (up to 100 texts a line would make
+    the file gigabytes; the KB holds the text under ``doc_id``)."""
     from ragvqa.schema import hit_json
 
-    row = hit_json(hit, include_paths=False)
-    row.pop("text", None)
-    return row
+    return hit_json(hit, include_paths=False, include_text=False)
 
 
 def retrieval_record(

@@ -3,11 +3,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ragvqa.config import GeneratorConfig
 from ragvqa.errors import InputError
 from ragvqa.evaluation import datasets as ds
 from ragvqa.evaluation.adapters import (
@@ -39,6 +40,7 @@ from ragvqa.evaluation.rundir import (
     valid_prediction,
     valid_retrieval,
 )
+from ragvqa.limits import check_question
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,11 @@ class EvalConfig:
         out: run directory.
         qtypes: InfoSeek question-type JSONL (required for InfoSeek).
         profile: profile name (``offline``, ``paper``, ...).
-        retriever: retriever spec overriding the profile's.
+        retriever: retriever spec overriding the profile's (None: the
+            profile's; a profile spec without weights, ``ret2:``, takes the
+            checkpoint recorded in the KB).
+        generator_config: the profile's generator with command-line
+            overrides (None: the profile's).
         limit: first N questions only.
         k: documents given to the generator (None: the profile's k).
         retrieve_k: documents retrieved per question for Recall@K (the
@@ -93,6 +99,7 @@ class EvalConfig:
     qtypes: Path | None = None
     profile: str = "offline"
     retriever: str | None = None
+    generator_config: GeneratorConfig | None = None
     limit: int | None = None
     k: int | None = None
     retrieve_k: int = max(KS)
@@ -127,6 +134,11 @@ def prepare_questions(config: EvalConfig) -> Prepared:
     for pq in prepared.questions:
         if pq.key in seen:
             prepared.counts["skipped_duplicate_id"] += 1
+            continue
+        try:  # the pipeline's request limits, checked here so one question cannot stop a run
+            check_question(pq.question)
+        except InputError:
+            prepared.counts["skipped_invalid_question"] += 1
             continue
         seen.add(pq.key)
         unique.append(pq)
@@ -173,41 +185,28 @@ def _run_config(config: EvalConfig, pipeline: Any | None) -> dict[str, Any]:
     }
 
 
-class _NoGenerator:
-    """Stands in for the generator in a retrieval-only run (never called)."""
+def load_pipeline(config: EvalConfig, progress: Callable[[str], None] | None = None) -> Any:
+    """The RAG pipeline of a run, from the one assembler ``ask`` and ``search`` use.
 
-    name = RETRIEVAL_ONLY
-    sees_images = False
-
-    def generate(
-        self, requests, *, num_beams=None, max_new_tokens=None
-    ):  # pragma: no cover - guarded
-        raise RuntimeError("retrieval-only run asked for generation")
-
-
-def load_pipeline(config: EvalConfig) -> Any:
-    """The RAG pipeline for a run (no generator loaded for --retrieval-only)."""
-    from ragvqa.config import get_profile
-    from ragvqa.pipeline import RAGPipeline, build_pipeline
+    So the KB's recorded checkpoint (a ``ret2:`` profile spec), the device,
+    dtype and the profile's query instruction are applied exactly as there;
+    ``--retrieval-only`` loads no generator.
+    """
+    from ragvqa.pipeline import build_pipeline
 
     if config.kb is None:
         raise InputError("evaluation needs a knowledge base", hint="pass --kb KB_DIR")
-    if not config.retrieval_only:
-        return build_pipeline(
-            config.kb, config.profile, retriever_spec=config.retriever, k=config.k
-        )
-    from ragvqa.index.search import KBSearcher
-    from ragvqa.kb.store import read_manifest
-    from ragvqa.retriever.registry import load_retriever
-
-    profile = get_profile(config.profile)
-    if config.retriever:
-        profile = profile.with_overrides(retriever=config.retriever)
-    if config.k is not None:
-        profile = profile.with_overrides(k=config.k)
-    read_manifest(config.kb)
-    retriever = load_retriever(profile.retriever)
-    return RAGPipeline(retriever, KBSearcher(config.kb, retriever), _NoGenerator(), profile)
+    return build_pipeline(
+        config.kb,
+        config.profile,
+        retriever_spec=config.retriever,
+        generator_config=config.generator_config,
+        # --k 0 gives the generator no document, but the run still retrieves
+        # (Recall@K), so the retrieval side is loaded with the profile's k.
+        k=config.k or None,
+        with_generator=not config.retrieval_only,
+        progress=progress,
+    )
 
 
 def _doc_keys(document: Any) -> list[str]:
@@ -256,7 +255,11 @@ def _hits_from_record(pipeline: Any, record: dict[str, Any], k: int) -> list[Any
 
 
 def run_eval(
-    config: EvalConfig, *, pipeline: Any | None = None, progress: bool = True
+    config: EvalConfig,
+    *,
+    pipeline: Any | None = None,
+    progress: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation and write metrics.json and report.md.
 
@@ -265,6 +268,7 @@ def run_eval(
         pipeline: an already built RAGPipeline (tests, notebooks); None loads
             one for ``config.profile``.
         progress: show a tqdm bar.
+        say: where the assembler's "loading ..." lines go (None: the log).
     Returns:
         the metrics dict written to metrics.json.
     """
@@ -277,7 +281,7 @@ def run_eval(
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if pipeline is None:
-        pipeline = load_pipeline(config)
+        pipeline = load_pipeline(config, say)
     run_config = _run_config(config, pipeline)
     check_resume(out, run_config)
     atomic_write_json(out / RUN_CONFIG, run_config)
@@ -382,9 +386,9 @@ def run_eval(
         **{k: round(v, 2) for k, v in timings.items()},
     }
     if not run_config["uses_image"]:
-        from ragvqa.pipeline import OFFLINE_NOTICE
+        from ragvqa.pipeline import PHOTO_NOT_USED_NOTICE
 
-        metrics["notices"] = [OFFLINE_NOTICE]
+        metrics["notices"] = [PHOTO_NOT_USED_NOTICE]
     atomic_write_json(out / METRICS, metrics)
     from ragvqa.evaluation.report import write_report
 

@@ -27,6 +27,7 @@ class CountingPipeline:
         self.interrupt_on_generate = interrupt_on_generate
         self.retrieved: list[list[str]] = []
         self.generated: list[list[str]] = []
+        self.documents_given: list[int] = []
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -37,6 +38,7 @@ class CountingPipeline:
 
     def generate_batch(self, images, questions, hits, **kwargs):
         self.generated.append(list(questions))
+        self.documents_given.extend(len(h) for h in hits)
         if self.interrupt_on_generate == len(self.generated):
             raise KeyboardInterrupt
         return self.inner.generate_batch(images, questions, hits, **kwargs)
@@ -293,3 +295,28 @@ def test_nothing_left_is_an_error(eval_kb, evqa_fixture, tmp_path, capsys):
     )
     assert code == 2
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_a_k0_run_gives_the_generator_no_document(offline_pipeline, infoseek_fixture, eval_kb, tmp_path):
+    """--k 0: retrieval still runs for Recall@K, the generator reads nothing, the report says so."""
+    run = tmp_path / "run-k0"
+    config = EvalConfig(
+        dataset="infoseek",
+        questions=infoseek_fixture["questions"],
+        qtypes=infoseek_fixture["qtypes"],
+        images=infoseek_fixture["images"],
+        kb=eval_kb,
+        out=run,
+        profile="offline",
+        batch_size=2,
+        k=0,
+        limit=2,
+    )
+    pipeline = CountingPipeline(offline_pipeline)
+    metrics = run_eval(config, pipeline=pipeline, progress=False)
+    assert metrics["config"]["k"] == 0
+    assert pipeline.documents_given == [0, 0]
+    assert metrics["retrieval"]["queries"] == 2 and metrics["retrieval"]["recall@100"] == 100.0
+    report = (run / "report.md").read_text()
+    assert "No documents were given to the generator (k = 0)." in report
+    assert "doc 1 (score" not in report
