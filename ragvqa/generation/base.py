@@ -41,9 +41,12 @@ from typing import TYPE_CHECKING, TypeVar
 from ragvqa.errors import GeneratorError
 from ragvqa.generation.chat_formats import FORMATS, get_format
 from ragvqa.generation.prompts import PromptParts, build_prompt, gemma_completion_prompt
+from ragvqa.imageio import open_image
 from ragvqa.limits import check_beams, check_new_tokens
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from PIL import Image
 
     from ragvqa.config import GeneratorConfig
@@ -62,6 +65,9 @@ END_MARKERS: tuple[str, ...] = tuple(
     dict.fromkeys(s for fmt in FORMATS.values() for s in fmt.stop if s.strip())
 )
 
+# What a model wraps a short answer in: quotes, code ticks, markdown emphasis.
+_WRAPPERS = "\"'`* "
+
 #: Longest back-off between two attempts, seconds (the delay doubles from ``backoff_s``).
 MAX_BACKOFF_S = 8.0
 
@@ -73,14 +79,16 @@ class GenerationRequest:
     Attributes:
         question: the user's question.
         contexts: texts of the retrieved documents, best first (empty: no RAG).
-        image: the photo (RGB PIL image) or None.
+        image: the photo (a PIL image, or a path or bytes
+            :func:`ragvqa.imageio.open_image` takes) or None; decoded to RGB
+            once, when the prompt is built, and only for a model that sees it.
         dataset: prompt variant: ``"evqa"`` (the paper's prompt) or
             ``"infoseek"`` (same prompt after three worked examples).
     """
 
     question: str
     contexts: Sequence[str] = field(default_factory=tuple)
-    image: Image.Image | None = None
+    image: Image.Image | str | Path | bytes | None = None
     dataset: str = "evqa"
 
 
@@ -156,9 +164,13 @@ def clean_answer(raw: str) -> str:
     quotes, markdown emphasis and a final period. An output with no text gives "".
     """
     for line in cut_at_stop(raw, END_MARKERS).splitlines():
-        line = line.strip()
-        if line:
-            return line.strip("\"'`* ").removesuffix(".").strip()
+        if line.strip():
+            # Until nothing changes: '"Eagle".' -> 'Eagle"' -> 'Eagle'.
+            while True:
+                unwrapped = line.strip().strip(_WRAPPERS).removesuffix(".")
+                if unwrapped == line:
+                    return line
+                line = unwrapped
     return ""
 
 
@@ -217,8 +229,15 @@ class Generator(ABC):
     # -- prompt ---------------------------------------------------------------------------
 
     def prepare(self, request: GenerationRequest) -> Prompt:
-        """Build the prompt for ``request`` (once; :meth:`generate_detailed` reuses it)."""
-        image = request.image if self.sees_images else None
+        """Build the prompt for ``request`` (once; :meth:`generate_detailed` reuses it).
+
+        Raises:
+            InputError: empty or over-long question, unknown dataset, or a
+                photo that is not a decodable image within the pixel limit.
+        """
+        # Decoded the one way every entry point decodes photos: RGB, deep
+        # grayscale scaled, size-checked (a no-op for the pipeline's RGB images).
+        image = open_image(request.image) if request.image is not None and self.sees_images else None
         parts = prompt_parts(request, self.config.family)
         return Prompt(text=self._render(parts, with_image=image is not None), parts=parts, image=image)
 

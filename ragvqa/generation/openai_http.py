@@ -33,6 +33,7 @@ import base64
 import io
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ragvqa.config import GeneratorConfig
 from ragvqa.errors import GeneratorError, require
@@ -66,13 +67,38 @@ def image_data_uri(image: Image.Image, *, max_pixels: int = MAX_SENT_PIXELS, qua
 
 
 def normalise_base_url(url: str) -> str:
-    """``http://host:8000`` or ``.../v1/`` -> ``http://host:8000/v1``."""
-    url = url.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise GeneratorError(
-            f"generator URL {url!r} is not an http(s) URL", hint="pass e.g. --generator-url http://127.0.0.1:8000/v1"
-        )
-    return url if url.endswith("/v1") else f"{url}/v1"
+    """``http://host:8000`` or ``.../v1/`` -> ``http://host:8000/v1``.
+
+    Raises:
+        GeneratorError: not an http(s) URL with a host (and a valid port), or
+            one holding spaces, control characters, credentials, a query or a
+            fragment.
+    """
+    text = url.strip()
+
+    def refuse(why: str, *, show: bool = True) -> GeneratorError:
+        where = f"the generator URL {text!r}" if show else "the generator URL"
+        return GeneratorError(f"{where} {why}", hint="pass e.g. --generator-url http://127.0.0.1:8000/v1")
+
+    if any(ch.isspace() or not ch.isprintable() for ch in text):
+        raise refuse("holds spaces or control characters")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError as exc:
+        raise refuse(f"cannot be parsed ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise refuse("is not an http(s) URL")
+    if not parts.hostname:
+        raise refuse("has no host name")
+    if parts.username is not None or parts.password is not None:
+        # ragvqa sends no credentials, and a password would be printed in errors.
+        raise refuse("holds a user name or password; ragvqa talks to servers without credentials", show=False)
+    if parts.query or parts.fragment:
+        raise refuse("has a query or fragment; give the API's base URL")
+    path = parts.path.rstrip("/")
+    base = urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return base if path.endswith("/v1") else f"{base}/v1"
 
 
 class OpenAIGenerator(Generator):
@@ -114,7 +140,11 @@ class OpenAIGenerator(Generator):
             limits=httpx.Limits(max_connections=self.concurrency),
         )
         if check:
-            self.check_server()
+            try:
+                self.check_server()
+            except BaseException:
+                self.close()  # the caller never gets the object, so nobody else can
+                raise
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

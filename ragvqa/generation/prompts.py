@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from ragvqa.errors import InputError
+from ragvqa.limits import check_question
 
 DATASETS = ("evqa", "infoseek")
 IMAGE_SLOT = "{image}"
@@ -112,12 +113,10 @@ def context_block(contexts: Sequence[str], max_chars: int | None = None) -> str:
 
 
 def _check(question: str, dataset: str) -> str:
+    """The question as every entry point checks it (:func:`ragvqa.limits.check_question`)."""
     if dataset not in DATASETS:
         raise InputError(f"unknown prompt variant {dataset!r}", hint=f"use one of {', '.join(DATASETS)}")
-    question = " ".join(question.split())
-    if not question:
-        raise InputError("the question is empty", hint="ask a question about the photo")
-    return question
+    return check_question(question)
 
 
 def _fill(template: str, question: str, contexts: Sequence[str], max_chars: int | None) -> PromptParts:

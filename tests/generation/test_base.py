@@ -31,6 +31,7 @@ RAW_AND_ANSWER = [
     ("Canberra<|eot_id|>", "Canberra"),
     ("approximately 7,000 members.", "approximately 7,000 members"),
     ("<|im_end|>Eagle", ""),
+    ('**"Apollo 11".**', "Apollo 11"),
     ("   \n  ", ""),
 ]
 

@@ -195,3 +195,61 @@ def test_server_gone_after_load_is_one_line():
     with pytest.raises(GeneratorError, match=r"cannot reach the generator server at .* \(2 attempts\)") as exc:
         gen.generate([request(f"question {i}?") for i in range(40)])
     assert "vllm serve" in exc.value.one_line()
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://host:notaport/v1", "cannot be parsed"),
+        ("http://[::1", "cannot be parsed"),
+        ("http://exa mple:8000", "spaces or control characters"),
+        ("http://127.0.0.1:1\x00/v1", "spaces or control characters"),
+        ("http:///v1", "no host name"),
+        ("ftp://h/v1", "not an http"),
+        ("http://user:secret@h:8000/v1", "user name or password"),
+        ("http://h:8000/v1?x=1", "query or fragment"),
+    ],
+)
+def test_unusable_urls_are_one_line_errors_before_any_request(url, why):
+    with pytest.raises(GeneratorError, match=why) as exc:
+        OpenAIGenerator(config(url), retries=0)
+    assert "\n" not in exc.value.one_line() and "secret" not in exc.value.one_line()
+
+
+def test_client_is_closed_when_the_server_check_fails():
+    closed = []
+
+    class Recording(OpenAIGenerator):
+        def close(self) -> None:
+            closed.append(self._client)
+            super().close()
+
+    with FakeOpenAIServer(models=["a", "b"]) as server, pytest.raises(GeneratorError, match="does not serve"):
+        Recording(config(server.url))
+    assert len(closed) == 1 and closed[0].is_closed
+
+
+def test_deep_grayscale_photo_is_sent_with_its_tones():
+    """A 16-bit grayscale photo reaches the model mid-gray, not clipped to white."""
+    import numpy as np
+
+    gray16 = Image.fromarray(np.full((48, 64), 32768, dtype=np.uint16))
+    assert gray16.mode == "I;16"
+    with FakeOpenAIServer() as server:
+        gen = load_generator(config(server.url))
+        gen.generate([request(image=gray16)])
+    content = server.requests[0]["messages"][0]["content"]
+    jpeg = base64.b64decode(content[0]["image_url"]["url"].split(",", 1)[1])
+    sent = np.asarray(Image.open(io.BytesIO(jpeg)).convert("L"), dtype=float)
+    assert abs(sent.mean() - 128) < 4
+
+
+def test_over_long_question_is_refused_before_any_request():
+    from ragvqa.errors import InputError
+    from ragvqa.limits import MAX_QUESTION_CHARS
+
+    with FakeOpenAIServer() as server:
+        gen = load_generator(config(server.url))
+        with pytest.raises(InputError, match="characters long"):
+            gen.generate([request("why " * MAX_QUESTION_CHARS)])
+    assert server.requests == []
