@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 
 from ragvqa.kb.sources import mediawiki
-from ragvqa.kb.sources.mediawiki import iter_pages, write_multistream
+from ragvqa.kb.sources.mediawiki import iter_pages
+from ragvqa.kb.sources.mediawiki_writer import write_multistream
 from ragvqa.kb.wikitext import parse_wikitext
 
 

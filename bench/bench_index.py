@@ -117,7 +117,7 @@ def write_embeddings_dir(kb_dir: Path, source: ClusteredSource, n: int, shard_ro
 
 def load_base(kb_dir: Path) -> np.ndarray:
     """All rows as one float16 (n, D) array (as read from the shards)."""
-    from ragvqa.index.faiss_index import iter_embedding_shards
+    from ragvqa.index.shards import iter_embedding_shards
 
     return np.concatenate([np.asarray(v) for v, _ in iter_embedding_shards(kb_dir)])
 
@@ -195,14 +195,11 @@ def main() -> None:
 
     import faiss
 
-    from ragvqa.index.faiss_index import (
-        FaissIndex,
-        _nlist_for,
-        build_from_arrays,
-        build_index,
-        choose_index,
-        iter_embedding_shards,
-    )
+    from ragvqa.index.builder import build_from_arrays, build_index
+    from ragvqa.index.choice import choose_index
+    from ragvqa.index.choice import nlist_for as _nlist_for
+    from ragvqa.index.faiss_index import FaissIndex
+    from ragvqa.index.shards import iter_embedding_shards
 
     faiss.omp_set_num_threads(args.threads)
     k = 10

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ragvqa.errors import InputError
+from ragvqa.kb.sources.base import FORMATS as SOURCE_FORMATS
 
-FORMATS = ("auto", "mediawiki", "evqa-json", "wiki6m")
+FORMATS = ("auto", *SOURCE_FORMATS)
 PROTOCOLS = ("sections", "chunks")
 
 
@@ -27,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sample",
         action="store_true",
         help="the bundled sample: gensim's Wikipedia dump sample + skimage photos (no download)",
+    )
+    src.add_argument(
+        "--repoint-images",
+        metavar="DIR",
+        help="no build: the finished KB in --out now finds its images in DIR (they moved); "
+        "documents and embeddings stay valid",
     )
     p.add_argument("--out", metavar="KB_DIR", required=True, help="the KB directory to write")
     p.add_argument("--images", metavar="DIR", help="local images root (missing images are counted, never fatal)")
@@ -64,12 +71,25 @@ def _retriever_spec(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _repoint(args: argparse.Namespace) -> int:
+    from ragvqa.kb.image_paths import repoint_images
+
+    result = repoint_images(args.out, args.repoint_images)
+    print(
+        f"{args.out}: images root is now {result['images_root']} (was {result['previous']}); "
+        f"{result['found']} of {result['checked']} sampled image files found there"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the documents stage, print a summary, then embed if a retriever is named."""
     from ragvqa.kb.build import build_kb, format_summary
 
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1 (got {args.workers})")
+    if args.repoint_images:
+        return _repoint(args)
     spec = _retriever_spec(args)
     common = dict(
         fmt=args.format,

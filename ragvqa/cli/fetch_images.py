@@ -53,7 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Download, print a summary, optionally update the KB."""
     from ragvqa.errors import InputError
-    from ragvqa.kb.fetch import FetchConfig, fetch_images, update_kb_image_paths
+    from ragvqa.kb.fetch import FetchConfig, fetch_images
+    from ragvqa.kb.image_paths import update_kb_image_paths
+    from ragvqa.kb.layout import KBDir
 
     if args.concurrency < 1 or args.rate < 0 or args.retries < 0 or args.timeout <= 0 or args.max_size <= 0:
         raise InputError("--concurrency must be >= 1, --rate and --retries >= 0, --timeout and --max-size > 0")
@@ -72,15 +74,15 @@ def run(args: argparse.Namespace) -> int:
     )
     from pathlib import Path
 
-    from ragvqa.kb.store import read_manifest
-
-    kb_images = read_manifest(args.kb_dir).get("images_root")
-    if kb_images and Path(kb_images).resolve() != Path(args.out).expanduser().resolve():
+    kb = KBDir(args.kb_dir)
+    kb.require_finished()  # before any request: a missing or unfinished KB fails here
+    kb_images = kb.images_root
+    if kb_images is not None and kb_images.resolve() != Path(args.out).expanduser().resolve():
         print(f"note: the KB's images are in {kb_images}; fetching into another directory means a rebuild "
               f"must see both (use --out {kb_images} to add to it)")
     if not args.contact:
         print("note: no --contact given; Wikimedia asks bots to name a contact URL or e-mail in the User-Agent")
-    summary = fetch_images(args.kb_dir, args.out, config, progress=not args.no_progress)
+    summary = fetch_images(kb, args.out, config, progress=not args.no_progress)
     counts = summary["counts"]
     print(json.dumps({"status": summary["status"], "counts": counts, "kb_counts": summary.get("kb_counts", {})}, indent=2))
     print(f"ledger: {summary['ledger']}")
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         print("interrupted: rerun the same command to resume")
         return 1
     if args.update_kb:
-        result = update_kb_image_paths(args.kb_dir, args.out)
+        result = update_kb_image_paths(kb, args.out)
         print(f"KB updated: {json.dumps(result)}")
     else:
         print(f"next: rerun ragvqa build-kb with --images {args.out} (or rerun this command with --update-kb)")

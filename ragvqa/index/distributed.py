@@ -10,8 +10,8 @@ Pipeline, one row per document shard::
       -> driver                     records each finished shard in the manifest
 
 Every stage calls the same functions as the local engine
-(:func:`ragvqa.index.embed.read_shard`, :func:`~ragvqa.index.embed.encode_shard`,
-:func:`~ragvqa.index.embed.write_shard`), so both engines write the same
+(:func:`ragvqa.index.shards.read_shard`, :func:`~ragvqa.index.shards.encode_shard`,
+:func:`~ragvqa.index.shards.write_shard`), so both engines write the same
 files. Rows are whole shards: that keeps the one-embedding-shard-per-document-
 shard contract and makes the shard the unit of resume, whichever node ran it.
 
@@ -31,18 +31,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragvqa.errors import InputError, KnowledgeBaseError, RagvqaError, require
+from ragvqa.index.fingerprint import same_retriever
+from ragvqa.index.shards import ShardTask, encode_shard, read_shard, write_shard
 
 if TYPE_CHECKING:
-    from ragvqa.index.embed import ShardTask
     from ragvqa.retriever.base import Retriever
 
 logger = logging.getLogger(__name__)
 
 
 def _read_stage(row: dict[str, Any], *, images_root: str | None, uses_images: bool) -> dict[str, Any]:
-    from ragvqa.index.embed import ShardTask, read_shard
-
-    task = ShardTask(number=int(row["number"]), doc_file=str(row["doc_file"]), rows=int(row["rows"]))
+    task = ShardTask(number=int(row["number"]), doc_file=str(row["doc_file"]), rows=int(row["rows"]),
+                     kb_root=str(row["kb_root"]))
     payload = read_shard(task, images_root, uses_images)
     return {"number": task.number, "payload": pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)}
 
@@ -72,8 +72,6 @@ class EncodeActor:
     ) -> None:
         import torch
 
-        from ragvqa.index.embed import same_retriever
-
         if torch_threads:
             torch.set_num_threads(int(torch_threads))
         if spec is not None:
@@ -92,21 +90,17 @@ class EncodeActor:
         self.batch_size = batch_size
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
-        from ragvqa.index.embed import encode_shard
-
         payload = pickle.loads(row["payload"])
         vectors, counts = encode_shard(self.retriever, payload, self.batch_size)
         result = {"doc_ids": payload["doc_ids"], "vectors": vectors, "counts": counts}
         return {"number": int(row["number"]), "payload": pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)}
 
 
-def _write_stage(row: dict[str, Any], *, out_dir: str) -> dict[str, Any]:
+def _write_stage(row: dict[str, Any], *, kb_root: str) -> dict[str, Any]:
     import json
 
-    from ragvqa.index.embed import write_shard
-
     result = pickle.loads(row["payload"])
-    entry = write_shard(out_dir, int(row["number"]), result["doc_ids"], result["vectors"])
+    entry = write_shard(kb_root, int(row["number"]), result["doc_ids"], result["vectors"])
     entry["counts"] = result["counts"]
     return {"number": int(row["number"]), "entry": json.dumps(entry)}
 
@@ -147,7 +141,7 @@ def embed_with_ray(
     tasks: Sequence[ShardTask],
     retriever: Retriever,
     *,
-    out_dir: str | Path,
+    kb_root: str | Path,
     images_root: str | None,
     batch_size: int,
     ray_address: str | None = None,
@@ -163,8 +157,8 @@ def embed_with_ray(
         tasks: the shards still to embed.
         retriever: the driver's retriever (its fingerprint is checked in
             every actor; its ``spec``/``load_options`` let actors load it).
-        out_dir: ``KB_DIR/embeddings`` (a path every node sees).
-        images_root: the KB's images root.
+        kb_root: the KB directory (a path every node sees).
+        images_root: the KB's images root, absolute.
         batch_size: documents per forward pass.
         ray_address: an existing cluster (``auto``, ``ray://head:10001``);
             None joins ``$RAY_ADDRESS`` when set, else starts a local Ray
@@ -213,7 +207,7 @@ def embed_with_ray(
         retriever_ref = None if spec else ray.put(retriever)
         logger.info("ray: %d shards, %d actors x (%.2f CPU, %.2f GPU)", len(tasks), pool, cpus, gpus)
 
-        items = [{"number": t.number, "doc_file": t.doc_file, "rows": t.rows} for t in tasks]
+        items = [{"number": t.number, "doc_file": t.doc_file, "rows": t.rows, "kb_root": str(kb_root)} for t in tasks]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map(
             _read_stage,
@@ -234,7 +228,7 @@ def embed_with_ray(
             num_cpus=cpus,
             num_gpus=gpus,
         )
-        ds = ds.map(_write_stage, fn_kwargs={"out_dir": str(out_dir)}, num_cpus=0.25)
+        ds = ds.map(_write_stage, fn_kwargs={"kb_root": str(kb_root)}, num_cpus=0.25)
         written = 0
         import json
 

@@ -1,277 +1,54 @@
-"""Faiss vector index over a KB's embeddings: build, save, load, search.
+"""The Faiss index wrapper: add, search (with exact re-ranking), save, load, verify.
 
-The KB's embeddings (``KB_DIR/embeddings/part-NNNNN.npy``, float16 (n, D)
-L2-normalised rows, with ``part-NNNNN.ids.npy`` int64 doc ids) are indexed for
-inner-product search. Three families, picked by :func:`choose_index` from the
-collection size and a memory budget, or named by a Faiss factory string:
+:class:`FaissIndex` holds a Faiss index, the doc id of each of its vectors
+and its parameters, and implements :class:`ragvqa.index.base.VectorIndex`.
+Which index to build is :mod:`ragvqa.index.choice`'s job; building one from
+a KB's embeddings is :mod:`ragvqa.index.builder`'s.
 
-- ``Flat``: exact search, 4 * D bytes per document (float32 rows).
-- ``HNSW32``: graph search over float32 rows, about 4 * D + 256 bytes per
-  document; no training, slow to build on CPU, chosen only when the caller
-  grants the memory for it.
-- ``IVF..,PQ..``: inverted file + product quantisation, trained on a
-  sample; ~76 bytes per document at 1M (64 B residual 4-bit fast-scan code,
-  8-byte id in the inverted lists, centroids), with exact re-ranking of the candidates against the KB's float16
-  embeddings (memory-mapped). The default for large collections.
+Files written by :meth:`FaissIndex.save` (the whole directory is swapped in
+atomically; names from :mod:`ragvqa.kb.layout`)::
 
-Layout written by :meth:`FaissIndex.save` (the whole directory is swapped in
-atomically)::
+    index.faiss   the Faiss index (internal ids 0..ntotal-1)
+    ids.npy       int64 (ntotal,) internal id -> doc_id (omitted,
+                  params "ids": "identity", when doc_id == internal id)
+    params.json   factory, dim, ntotal, nprobe/efSearch, retriever
+                  fingerprint, faiss version, build time, and the size and
+                  sha256 of each file above
 
-    KB_DIR/index/index.faiss   the Faiss index (internal ids 0..ntotal-1)
-    KB_DIR/index/ids.npy       int64 (ntotal,) internal id -> doc_id (omitted,
-                               params "ids": "identity", when doc_id == internal id)
-    KB_DIR/index/params.json   factory, dim, ntotal, nprobe/efSearch,
-                               retriever fingerprint, faiss version, build time
-
-Loading memory-maps the index file where Faiss allows it
+Loading verifies both files against the recorded sizes and digests (one
+read of each: about 0.6 s per GB, 45 ms for a 1M-document IVF-PQ index),
+then memory-maps the index file where Faiss allows it
 (``IO_FLAG_MMAP_IFC | IO_FLAG_READ_ONLY``: flat codes and array inverted
 lists are mapped in place, so a 15.9M-document index costs page cache, not
-process heap) and the id array (``np.load(mmap_mode="r")``).
-
-GPU: with the ``faiss-gpu`` wheel and ``faiss.get_num_gpus() > 0`` the index
-is moved to the GPU(s) for training and search (``index_cpu_to_gpu``; with
-several GPUs ``index_cpu_to_all_gpus``, sharded or replicated). That path is
-written against the Faiss GPU API but is not exercised on the CPU-only
-machines this project is tested on.
+process heap) and the id array (``np.load(mmap_mode="r")``). A damaged,
+truncated or foreign file is a one-line KnowledgeBaseError naming the file
+and the command that rebuilds it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragvqa.errors import InputError, KnowledgeBaseError, MissingDependencyError
+from ragvqa.errors import InputError, KnowledgeBaseError
+from ragvqa.index.choice import FASTSCAN_SPLIT_PROBES_IMPLEM
+from ragvqa.index.faiss_lib import faiss_module, num_gpus, to_gpu
+from ragvqa.kb.files import sha256_file
+from ragvqa.kb.layout import INDEX_FILE, INDEX_IDS_FILE, INDEX_PARAMS, KBDir
 
 if TYPE_CHECKING:
     import numpy as np
 
 logger = logging.getLogger(__name__)
 
-INDEX_DIR = "index"
-EMBEDDINGS_DIR = "embeddings"
-INDEX_FILE = "index.faiss"
-IDS_FILE = "ids.npy"
-PARAMS_FILE = "params.json"
-
-# --- auto-selection thresholds (see choose_index) -------------------------
-#: Up to this many documents, exact search is cheap enough: a Flat scan of
-#: 200k x 768 float32 rows is ~600 MB and a few ms per query on 2 CPU cores.
-EXACT_MAX_DOCS = 200_000
-#: HNSW is considered only up to this size (its CPU build time grows to
-#: hours beyond it) and only when an explicit memory budget admits it.
-HNSW_MAX_DOCS = 2_000_000
-#: HNSW neighbours per node.
-HNSW_M = 32
-#: Default efSearch for HNSW indexes.
-HNSW_EF_SEARCH = 128
-#: PQ code size for large collections: 64 bytes per document as 128 4-bit
-#: sub-quantizers of the residual (vector - IVF centroid) in Faiss' SIMD
-#: "fast-scan" layout (``PQ128x4fsr``): fast on CPU, cheap to train; recall
-#: comes from exact re-ranking (bench/RESULTS-index.md, 2026-11-22 tuning:
-#: residual 64 B codes re-rank better than non-residual 96 B ones).
-PQ_CODE_BYTES = 64
-#: PQ indexes over-fetch k * RERANK_K_FACTOR candidates and re-score them
-#: exactly against the KB's float16 embeddings (memory-mapped; not index RAM).
-RERANK_K_FACTOR = 64
-#: Fraction of the IVF lists probed by default (3/32: 96 of 1024 lists at 1M docs).
-NPROBE_FRACTION = 3 / 32
-#: Fast-scan lists are stored in blocks of this many codes (Faiss ``bbs``): on
-#: average half a block of padding per list.
-FASTSCAN_BLOCK = 32
-#: Byte overhead per document in an IVF index besides the code: the int64 id
-#: stored in the inverted list.
-IVF_ID_BYTES = 8
-#: Faiss fast-scan search implementation used for fewer than 2 * threads queries:
-#: threads share each query's probed lists (14 = heap, 15 = reservoir top-k).
-FASTSCAN_SPLIT_PROBES_IMPLEM = 15
-#: Training sample cap; Faiss' k-means uses at most 256 points per centroid.
-MAX_TRAIN_POINTS = 256 * 1024
-#: Rows added per chunk while building (bounds the float32 copy: 64k x 768 x 4 = 200 MB).
-ADD_CHUNK_ROWS = 65_536
-
-
-@dataclass(frozen=True)
-class IndexChoice:
-    """What :func:`choose_index` decided.
-
-    Attributes:
-        factory: Faiss factory string (metric is always inner product).
-        nprobe: inverted lists visited per query (IVF) or None.
-        ef_search: HNSW search breadth or None.
-        reason: one line saying why (logged and stored in params.json).
-    """
-
-    factory: str
-    nprobe: int | None = None
-    ef_search: int | None = None
-    reason: str = ""
-    rerank_k_factor: int = 0
-
-
-def _nlist_for(n: int) -> int:
-    """Inverted lists for n vectors: a power of two near sqrt(n), 16..65536.
-
-    sqrt(n) keeps lists ~1k vectors long (1M -> 1024, 15.9M -> 4096): few
-    centroids to train and to compare each query with, long contiguous lists
-    that suit the fast-scan kernels. Capped at n / 39 (k-means needs 39 points
-    per centroid).
-    """
-    target = max(16.0, min(math.sqrt(n), n / 39.0, 65_536.0))
-    return max(1, 2 ** round(math.log2(target)))
-
-
-def default_nprobe(nlist: int) -> int:
-    """Lists visited per query by default: 3/32 of nlist, at least 8 (1M docs: 96 of 1024).
-
-    Clustered embeddings spread a query's true neighbours over many cells; on the
-    1M benchmark 96 of 1024 lists with re-ranking of k * 64 candidates gave
-    recall@10 0.958 (64 lists: 0.949; 128 lists: 0.961 at 2.4 ms/query).
-    """
-    return max(1, min(nlist, max(8, round(nlist * NPROBE_FRACTION))))
-
-
-def estimate_bytes(factory: str, n: int, dim: int) -> int:
-    """Approximate index size in bytes for ``n`` vectors of ``dim`` (RAM = file size)."""
-    f = factory.replace(" ", "")
-    if f in ("Flat", "IDMap,Flat"):
-        return 4 * dim * n
-    if f.startswith("HNSW"):
-        m = int(f[4:].split(",")[0] or HNSW_M)
-        storage = 2 * dim if "SQfp16" in f else 4 * dim
-        return n * (storage + 2 * m * 4 + 16)
-    per_doc = IVF_ID_BYTES
-    fixed = 0
-    nlist = 0
-    for part in f.split(","):
-        if part.startswith("IVF"):
-            nlist = int(part[3:].split("_")[0])
-            fixed += 4 * dim * nlist
-        elif part.startswith("OPQ"):
-            fixed += 4 * dim * dim
-        elif part.startswith("PQ"):
-            spec = part[2:].rstrip("fsr")
-            m, _, bits = spec.partition("x")
-            code = math.ceil(int(m) * int(bits or 8) / 8)
-            per_doc += code
-            fixed += int(m) * (2 ** int(bits or 8)) * (dim // int(m)) * 4
-            if "fs" in part and nlist:  # fast-scan block padding: half a block per list on average
-                fixed += nlist * (FASTSCAN_BLOCK // 2) * code
-        elif part == "SQfp16":
-            per_doc += 2 * dim
-        elif part == "SQ8":
-            per_doc += dim
-    return n * per_doc + fixed
-
-
-def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> IndexChoice:
-    """The auto-selection policy: which index for ``n`` vectors of size ``dim``.
-
-    1. ``n <= EXACT_MAX_DOCS`` (200k) and 4 * dim * n bytes fit the budget:
-       ``Flat`` (exact).
-    2. An explicit ``memory_budget_bytes`` that admits ``HNSW32`` (about
-       4 * dim + 272 bytes per document) and ``n <= HNSW_MAX_DOCS`` (2M):
-       ``HNSW32``, efSearch 128 (no training, high recall, slow CPU build).
-    3. Otherwise IVF-PQ: nlist a power of two near sqrt(n); 64-byte residual
-       codes as ``PQ128x4fsr`` (4-bit fast-scan), smaller codes when the budget
-       forces it (PQ96x4fsr, PQ64x4fsr, PQ32x4fsr, PQ16x4fsr), nprobe 3/32 of
-       the lists, and exact re-ranking of k * RERANK_K_FACTOR (64) candidates
-       against the float16 embeddings. For ~1M docs: ``IVF1024,PQ128x4fsr``,
-       nprobe 96, k_factor 64: recall@10 0.958 at 1.7-1.9 ms/query, 76.2 B/doc
-       of index on 2 cores (bench/RESULTS-index.md, 2026-11-22 tuning).
-
-    Args:
-        n: number of vectors.
-        dim: vector size D.
-        memory_budget_bytes: the most the index may take in RAM; None = no limit
-            beyond the size rules above.
-    Raises:
-        InputError: no configuration fits the budget.
-    """
-    if n <= 0:
-        raise InputError("cannot build an index over 0 vectors", hint="embed the KB first: ragvqa embed KB_DIR --retriever SPEC")
-    budget = memory_budget_bytes if memory_budget_bytes is not None else math.inf
-    if n <= EXACT_MAX_DOCS and estimate_bytes("Flat", n, dim) <= budget:
-        return IndexChoice("Flat", reason=f"{n} <= {EXACT_MAX_DOCS} docs: exact search")
-    hnsw = f"HNSW{HNSW_M}"
-    if memory_budget_bytes is not None and n <= HNSW_MAX_DOCS and estimate_bytes(hnsw, n, dim) <= budget:
-        return IndexChoice(hnsw, ef_search=HNSW_EF_SEARCH, reason=f"budget admits {hnsw} for {n} docs")
-    nlist = _nlist_for(n)
-    for code_bytes in (PQ_CODE_BYTES, 48, 32, 16, 8):
-        if dim % (2 * code_bytes) == 0:  # 4-bit fast-scan: 2 sub-quantizers per byte
-            factory = f"IVF{nlist},PQ{2 * code_bytes}x4fsr"  # r: residual codes (better re-rank recall)
-        elif dim % code_bytes == 0:  # 8-bit sub-quantizers when dim does not split finer
-            factory = f"IVF{nlist},PQ{code_bytes}"
-        else:
-            continue
-        if estimate_bytes(factory, n, dim) <= budget:
-            return IndexChoice(
-                factory,
-                nprobe=default_nprobe(nlist),
-                reason=f"{n} docs: IVF-PQ, {code_bytes} B codes, {nlist} lists",
-                rerank_k_factor=RERANK_K_FACTOR,
-            )
-    raise InputError(
-        f"no index fits {memory_budget_bytes} bytes for {n} vectors of dim {dim}",
-        hint="raise --memory-budget or pass a factory string",
-    )
-
-
-def _faiss():
-    try:
-        import faiss
-    except ImportError as exc:  # faiss-cpu is a core dependency; say how to get it back
-        raise MissingDependencyError(
-            f"faiss is not installed ({exc})", hint="pip install faiss-cpu (or faiss-gpu on CUDA machines)"
-        ) from exc
-    return faiss
-
-
-def num_gpus() -> int:
-    """GPUs Faiss can use (0 with the faiss-cpu wheel)."""
-    faiss = _faiss()
-    return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
-
-
-def _to_gpu(index, *, shard: bool, single: bool = False):
-    """Move a CPU index to the GPU(s); return (index, on_gpu).
-
-    One GPU: ``index_cpu_to_gpu``. Several: ``index_cpu_to_all_gpus`` with
-    ``shard=True`` splitting the vectors across GPUs (each holds ntotal/G;
-    results merged) or replicating them (each holds all; queries split).
-    ``single=True`` uses GPU 0 only (training: every shard must share one set
-    of centroids, so the index is trained once before it is spread). float16
-    storage / lookup tables halve GPU memory (a small precision cost on
-    normalised embeddings). Index types the GPU does not support (HNSW, PQ
-    fast-scan) stay on the CPU with a warning.
-    Not exercised here (no GPU on the test machines).
-    """
-    faiss = _faiss()
-    gpus = num_gpus()
-    if gpus == 0:
-        return index, False
-    try:
-        if gpus == 1 or single:
-            res = faiss.StandardGpuResources()
-            co = faiss.GpuClonerOptions()
-            co.useFloat16 = True
-            gpu_index = faiss.index_cpu_to_gpu(res, 0, index, co)
-            gpu_index.referenced_objects = [res]  # keep the resources alive with the index
-            return gpu_index, True
-        co = faiss.GpuMultipleClonerOptions()
-        co.useFloat16 = True
-        co.shard = shard
-        return faiss.index_cpu_to_all_gpus(index, co=co), True
-    except RuntimeError as exc:  # e.g. HNSW or fast-scan PQ have no GPU version
-        logger.warning("index stays on the CPU (no GPU version: %s)", str(exc).splitlines()[0])
-        return index, False
+#: Kept for callers of the first version; the names live in ragvqa.kb.layout.
+IDS_FILE = INDEX_IDS_FILE
+PARAMS_FILE = INDEX_PARAMS
 
 
 class FaissIndex:
@@ -312,7 +89,7 @@ class FaissIndex:
         Raises:
             InputError: Faiss does not understand the factory string.
         """
-        faiss = _faiss()
+        faiss = faiss_module()
         try:
             index = faiss.index_factory(int(dim), factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
@@ -353,7 +130,7 @@ class FaissIndex:
         re-rank factor (used only once :meth:`attach_rerank` gave the vectors)."""
         if rerank_k_factor is not None:
             self.params["rerank_k_factor"] = int(rerank_k_factor)
-        faiss = _faiss()
+        faiss = faiss_module()
         space = faiss.GpuParameterSpace() if self.on_gpu and hasattr(faiss, "GpuParameterSpace") else faiss.ParameterSpace()
         if nprobe is not None and self._is_ivf():
             space.set_index_parameter(self.index, "nprobe", int(nprobe))
@@ -367,7 +144,7 @@ class FaissIndex:
         if self._fastscan is False or self._fastscan[0] is not self.index:
             found = None
             if not self.on_gpu and self._is_ivf():
-                faiss = _faiss()
+                faiss = faiss_module()
                 try:
                     ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))
                 except RuntimeError:
@@ -387,11 +164,11 @@ class FaissIndex:
         """Inverted lists of an IVF index (None for other types)."""
         if not self._is_ivf():
             return None
-        return int(_faiss().extract_index_ivf(self.to_cpu()).nlist)
+        return int(faiss_module().extract_index_ivf(self.to_cpu()).nlist)
 
     def memory_mapped(self) -> bool:
         """Whether the vector data (flat codes, HNSW storage or IVF lists) is mapped from the file."""
-        faiss = _faiss()
+        faiss = faiss_module()
         if self.on_gpu:
             return False
         index = self.index
@@ -475,7 +252,7 @@ class FaissIndex:
             # one query runs on one core; implem 15 splits each query's probed lists over the
             # threads (reservoir top-k, suited to the large k of re-ranking). Measured on 1M
             # docs, 2 cores: see bench/RESULTS-index.md (2026-11-22 tuning).
-            fastscan.implem = FASTSCAN_SPLIT_PROBES_IMPLEM if nq < _faiss().omp_get_max_threads() * 2 else 0
+            fastscan.implem = FASTSCAN_SPLIT_PROBES_IMPLEM if nq < faiss_module().omp_get_max_threads() * 2 else 0
         if k_factor > 1:
             # Over-fetch k * k_factor candidates from the compressed index, then re-score
             # them exactly against the float16 embeddings (memory-mapped, read from disk).
@@ -545,7 +322,7 @@ class FaissIndex:
         Faiss' SIMD fp16 kernel, the same products as float32 rows of the rounded values)."""
         import numpy as np
 
-        faiss = _faiss()
+        faiss = faiss_module()
         if rows.dtype == np.float16:
             scorer = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         else:
@@ -579,50 +356,56 @@ class FaissIndex:
             labels[qi, :kk] = ids[pos[0]]
         return scores, labels
 
+
     # -- persistence ------------------------------------------------------------------
     def to_cpu(self):
         """The CPU version of the index (itself when already on the CPU)."""
         if not self.on_gpu:
             return self.index
-        return _faiss().index_gpu_to_cpu(self.index)
+        return faiss_module().index_gpu_to_cpu(self.index)
 
     def save(self, directory: Path) -> None:
         """Write index.faiss, ids.npy and params.json under ``directory`` atomically.
 
         Files go to a sibling temp directory that then replaces ``directory``
         (rename), so readers see the old index or the new one, never a mix.
+        params.json records each file's size and sha256 for :meth:`load`.
         """
         import numpy as np
 
-        faiss = _faiss()
+        faiss = faiss_module()
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            faiss.write_index(self.to_cpu(), str(tmp / INDEX_FILE))
+            try:
+                faiss.write_index(self.to_cpu(), str(tmp / INDEX_FILE))
+            except RuntimeError as exc:  # Faiss reports write errors (disk full) as RuntimeError
+                raise OSError(f"Faiss could not write the index ({str(exc).strip().splitlines()[-1]})") from None
             ids = np.asarray(self.ids, dtype=np.int64)
             # doc_ids are dense positions in the usual case: then the internal ids
             # are the doc ids and no id array is stored (8 B/doc saved).
             identity = bool(np.array_equal(ids, np.arange(ids.shape[0], dtype=np.int64)))
-            files = [INDEX_FILE, PARAMS_FILE]
+            files = [INDEX_FILE]
             if not identity:
-                with open(tmp / IDS_FILE, "wb") as fh:
+                with open(tmp / INDEX_IDS_FILE, "wb") as fh:
                     np.save(fh, ids)
-                files.append(IDS_FILE)
+                files.append(INDEX_IDS_FILE)
             params = {
                 **self.params,
-                "ids": "identity" if identity else IDS_FILE,
+                "ids": "identity" if identity else INDEX_IDS_FILE,
                 "factory": self.factory,
                 "metric": "inner_product",
                 "dim": self.dim,
                 "ntotal": self.ntotal,
                 "faiss_version": faiss.__version__,
                 "index_bytes": (tmp / INDEX_FILE).stat().st_size,
+                "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)} for name in files},
             }
-            (tmp / PARAMS_FILE).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
-            for name in files:
+            (tmp / INDEX_PARAMS).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
+            for name in [*files, INDEX_PARAMS]:
                 with open(tmp / name, "rb") as fh:
                     os.fsync(fh.fileno())
             old = directory.parent / f".{directory.name}.old-{os.getpid()}"
@@ -636,7 +419,8 @@ class FaissIndex:
 
     @classmethod
     def load(cls, directory: Path, *, mmap: bool = True, nprobe: int | None = None, ef_search: int | None = None,
-             use_gpu: bool | None = None, shard: bool = True, rerank_k_factor: int | None = None) -> FaissIndex:
+             use_gpu: bool | None = None, shard: bool = True, rerank_k_factor: int | None = None,
+             verify: bool = True, kb: KBDir | None = None) -> FaissIndex:
         """Open an index written by :meth:`save`.
 
         Args:
@@ -648,46 +432,64 @@ class FaissIndex:
             shard: with several GPUs, split the vectors across them.
             rerank_k_factor: override the saved re-rank factor (0 = off); when
                 on, the KB's ``embeddings/`` (``directory.parent``) are mapped.
+            verify: check the files' sizes and sha256 digests against params.json
+                (and the re-rank embeddings against their manifest).
+            kb: the KBDir of ``directory.parent`` (its cached manifests are reused).
         Raises:
-            KnowledgeBaseError: no index there, or its files are inconsistent.
+            KnowledgeBaseError: no index there, or a file is missing, damaged,
+                truncated or inconsistent (the hint names the rebuild command).
         """
         import numpy as np
 
-        faiss = _faiss()
+        faiss = faiss_module()
         directory = Path(directory)
-        params_path = directory / PARAMS_FILE
-        if not params_path.is_file():
-            raise KnowledgeBaseError(
-                f"{directory.parent} has no vector index ({params_path} missing)",
-                hint=f"build it with: ragvqa embed {directory.parent} --retriever SPEC",
-            )
-        params = json.loads(params_path.read_text())
-        path = str(directory / INDEX_FILE)
+        kb = kb if kb is not None else KBDir(directory.parent)
+        params = kb.index_params if directory == kb.index_dir else _read_params(kb, directory)
+        fix = f"rebuild it with: {kb.embed_command()}"
+        path = directory / INDEX_FILE
+        ids_identity = params.get("ids") == "identity"
+        for name in [INDEX_FILE] + ([] if ids_identity else [INDEX_IDS_FILE]):
+            if not (directory / name).is_file():
+                raise KnowledgeBaseError(f"the vector index of {kb.root} is incomplete ({directory / name} is missing)", hint=fix)
+            problem = _verify(directory / name, (params.get("files") or {}).get(name), deep=verify)
+            if problem is not None:
+                raise KnowledgeBaseError(f"index file {directory / name} is damaged ({problem})", hint=fix)
         index = None
-        if mmap:
-            try:
-                index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
-            except (RuntimeError, AttributeError) as exc:  # a type Faiss cannot map: read it instead
-                logger.info("cannot memory-map %s (%s); reading it", path, exc)
-        if index is None:
-            index = faiss.read_index(path)
-        if params.get("ids") == "identity":
+        try:
+            if mmap:
+                try:
+                    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+                except (RuntimeError, AttributeError) as exc:  # a type Faiss cannot map: read it instead
+                    logger.info("cannot memory-map %s (%s); reading it", path, str(exc).strip().splitlines()[-1:])
+            if index is None:
+                index = faiss.read_index(str(path))
+        except RuntimeError as exc:  # truncated, random bytes, another format
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+            raise KnowledgeBaseError(f"index file {path} is damaged or not a Faiss index ({reason})", hint=fix) from None
+        if ids_identity:
             ids = np.arange(index.ntotal, dtype=np.int64)
         else:
-            ids = np.load(directory / IDS_FILE, mmap_mode="r" if mmap else None)
-        if ids.shape[0] != index.ntotal or index.d != params.get("dim", index.d):
+            try:
+                ids = np.load(directory / INDEX_IDS_FILE, mmap_mode="r" if mmap else None, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise KnowledgeBaseError(f"index file {directory / INDEX_IDS_FILE} is damaged ({exc})", hint=fix) from None
+        if ids.shape != (index.ntotal,) or index.d != params.get("dim", index.d) \
+                or index.ntotal != params.get("ntotal", index.ntotal):
             raise KnowledgeBaseError(
-                f"index in {directory} is inconsistent ({index.ntotal} vectors, {ids.shape[0]} ids)",
-                hint=f"rebuild it with: ragvqa embed {directory.parent} --retriever SPEC",
+                f"index in {directory} is inconsistent ({index.ntotal} vectors, {ids.shape[0] if ids.ndim else 0} ids, "
+                f"params.json says {params.get('ntotal')} of dim {params.get('dim')})",
+                hint=fix,
             )
         on_gpu = False
         if use_gpu or (use_gpu is None and num_gpus() > 0):
-            index, on_gpu = _to_gpu(index, shard=shard)
-        out = cls(index, params["factory"], ids=ids, params=params, on_gpu=on_gpu)
+            index, on_gpu = to_gpu(index, shard=shard)
+        out = cls(index, str(params.get("factory")), ids=ids, params=params, on_gpu=on_gpu)
         k_factor = rerank_k_factor if rerank_k_factor is not None else int(params.get("rerank_k_factor") or 0)
         out.params["rerank_k_factor"] = k_factor
         if k_factor > 1:
-            out.attach_rerank([v for v, _ in iter_embedding_shards(directory.parent)], k_factor)
+            from ragvqa.index.shards import iter_embedding_shards
+
+            out.attach_rerank([v for v, _ in iter_embedding_shards(kb, verify=verify)], k_factor)
         out.set_search_params(
             nprobe=nprobe if nprobe is not None else params.get("nprobe"),
             ef_search=ef_search if ef_search is not None else params.get("ef_search"),
@@ -695,212 +497,33 @@ class FaissIndex:
         return out
 
 
-# -- building from a KB's embeddings ------------------------------------------------------
-def _read_embeddings_manifest(kb_dir: Path) -> dict[str, Any]:
+def _read_params(kb: KBDir, directory: Path) -> dict[str, Any]:
+    """params.json of an index directory that is not ``KB_DIR/index`` (benchmarks keep several)."""
+    path = directory / INDEX_PARAMS
+    if not path.is_file():
+        raise KnowledgeBaseError(f"{directory} holds no vector index ({path} is missing)", hint=f"build it with: {kb.embed_command()}")
     try:
-        from ragvqa.index.embed import read_embeddings_manifest
-    except ImportError:  # the embed module is optional for reading; the format is the contract
-        path = kb_dir / EMBEDDINGS_DIR / "manifest.json"
-        if not path.is_file():
-            raise KnowledgeBaseError(
-                f"{kb_dir} has no embeddings ({path} missing)",
-                hint=f"embed it with: ragvqa embed {kb_dir} --retriever SPEC",
-            ) from None
-        return json.loads(path.read_text())
-    return read_embeddings_manifest(kb_dir)
+        params = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise KnowledgeBaseError(f"{path} is unreadable ({exc})", hint=f"rebuild it with: {kb.embed_command()}") from None
+    if not isinstance(params, dict):
+        raise KnowledgeBaseError(f"{path} is not a JSON object", hint=f"rebuild it with: {kb.embed_command()}")
+    return params
 
 
-def iter_embedding_shards(kb_dir: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (float16 (n, D) memory-mapped rows, int64 (n,) doc ids) per shard, in order."""
-    import numpy as np
+def _verify(path: Path, recorded: Any, *, deep: bool) -> str | None:
+    """Why ``path`` does not match its recorded ``{"bytes", "sha256"}``, or None.
 
-    kb_dir = Path(kb_dir)
-    try:
-        from ragvqa.index.embed import iter_embeddings
-    except ImportError:
-        iter_embeddings = None
-    if iter_embeddings is not None:  # the embed module's reader checks shapes against its manifest
-        for ids, vectors in iter_embeddings(kb_dir, mmap=True):
-            yield vectors, ids
-        return
-    manifest = _read_embeddings_manifest(kb_dir)
-    for shard in manifest["shards"]:
-        vectors = np.load(kb_dir / EMBEDDINGS_DIR / shard["file"], mmap_mode="r")
-        ids = np.load(kb_dir / EMBEDDINGS_DIR / shard["ids"])
-        if vectors.shape[0] != ids.shape[0]:
-            raise KnowledgeBaseError(
-                f"embedding shard {shard['file']} in {kb_dir} has {vectors.shape[0]} rows but {ids.shape[0]} ids",
-                hint=f"re-embed it with: ragvqa embed {kb_dir} --retriever SPEC",
-            )
-        yield vectors, ids
-
-
-def sample_rows(shards: list[np.ndarray], size: int, *, seed: int = 0) -> np.ndarray:
-    """A uniform random sample of ``size`` rows across memory-mapped shards, float32 (size, D)."""
-    import numpy as np
-
-    counts = np.array([s.shape[0] for s in shards], dtype=np.int64)
-    total = int(counts.sum())
-    size = min(size, total)
-    rng = np.random.default_rng(seed)
-    picks = np.sort(rng.choice(total, size=size, replace=False))
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    out = np.empty((size, shards[0].shape[1]), dtype=np.float32)
-    pos = 0
-    for i, shard in enumerate(shards):
-        lo, hi = np.searchsorted(picks, [starts[i], starts[i + 1]])
-        if hi > lo:
-            out[pos:pos + hi - lo] = shard[picks[lo:hi] - starts[i]]  # sorted reads: sequential-ish I/O
-            pos += hi - lo
-    return out
-
-
-def train_points_for(factory: str, n: int) -> int:
-    """Training sample size: 64 points per IVF list (at least 2^16 for PQ codebooks), capped."""
-    nlist = 0
-    for part in factory.split(","):
-        if part.startswith("IVF"):
-            nlist = int(part[3:].split("_")[0])
-    want = max(64 * nlist, 65_536 if "PQ" in factory else 0)
-    return min(n, want, MAX_TRAIN_POINTS)
-
-
-def build_from_arrays(
-    shards: list[tuple[np.ndarray, np.ndarray]],
-    *,
-    factory: str | None = None,
-    memory_budget_bytes: int | None = None,
-    use_gpu: bool | None = None,
-    shard_gpus: bool = True,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    rerank_k_factor: int | None = None,
-    seed: int = 0,
-) -> FaissIndex:
-    """Build an index from (vectors (n, D) float16/float32, ids (n,)) pairs.
-
-    Trains on a random sample (see :func:`train_points_for`), then adds the
-    rows in chunks of ``ADD_CHUNK_ROWS`` so only one float32 chunk is in
-    memory besides the index. ``rerank_k_factor`` None = ``RERANK_K_FACTOR``
-    for PQ indexes, off otherwise (re-ranking reads the given shards).
+    Indexes saved before digests were recorded carry none: nothing to compare.
     """
-    import numpy as np
-
-    n = sum(v.shape[0] for v, _ in shards)
-    if n == 0:
-        raise KnowledgeBaseError("no embeddings to index", hint="embed the KB first: ragvqa embed KB_DIR --retriever SPEC")
-    dim = int(shards[0][0].shape[1])
-    if factory:
-        choice = IndexChoice(factory, nprobe=nprobe, ef_search=ef_search, reason="factory given",
-                             rerank_k_factor=RERANK_K_FACTOR if _is_pq(factory) else 0)
-    else:
-        choice = choose_index(n, dim, memory_budget_bytes)
-    logger.info("building %s over %d vectors of dim %d (%s)", choice.factory, n, dim, choice.reason)
-    t0 = time.perf_counter()
-    index = FaissIndex.create(dim, choice.factory)
-    gpu = bool(use_gpu or (use_gpu is None and num_gpus() > 0))
-    if not index.is_trained:
-        sample = sample_rows([v for v, _ in shards], train_points_for(choice.factory, n), seed=seed)
-        if gpu:  # k-means on one GPU, then back to the CPU to be spread over all GPUs
-            trainee, on_gpu = _to_gpu(index.index, shard=False, single=True)
-            trainee.train(np.ascontiguousarray(sample, dtype=np.float32))
-            index.index = _faiss().index_gpu_to_cpu(trainee) if on_gpu else trainee
-            index.params["train_points"] = int(sample.shape[0])
-        else:
-            index.train(sample)
-        del sample
-    if gpu:
-        index.index, index.on_gpu = _to_gpu(index.index, shard=shard_gpus)
-    for vectors, ids in shards:
-        for lo in range(0, vectors.shape[0], ADD_CHUNK_ROWS):
-            chunk = np.asarray(vectors[lo:lo + ADD_CHUNK_ROWS], dtype=np.float32)
-            index.add(chunk, ids[lo:lo + ADD_CHUNK_ROWS])
-    index.params.update(
-        reason=choice.reason,
-        build_seconds=round(time.perf_counter() - t0, 3),
-        built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
-    index.set_search_params(
-        nprobe=nprobe if nprobe is not None else choice.nprobe,
-        ef_search=ef_search if ef_search is not None else choice.ef_search,
-    )
-    if index._is_ivf() and "nprobe" not in index.params:
-        index.set_search_params(nprobe=default_nprobe(index.nlist() or 1))
-    if index._is_hnsw() and "ef_search" not in index.params:
-        index.set_search_params(ef_search=HNSW_EF_SEARCH)
-    k_factor = choice.rerank_k_factor if rerank_k_factor is None else int(rerank_k_factor)
-    index.params["rerank_k_factor"] = k_factor
-    if k_factor > 1:
-        index.attach_rerank([v for v, _ in shards], k_factor)
-    return index
+    if not isinstance(recorded, dict):
+        return None
+    size = path.stat().st_size
+    if isinstance(recorded.get("bytes"), int) and size != recorded["bytes"]:
+        return f"{size} bytes, params.json recorded {recorded['bytes']}: truncated or changed"
+    if deep and isinstance(recorded.get("sha256"), str) and sha256_file(path) != recorded["sha256"]:
+        return "its sha256 differs from the one recorded when it was saved"
+    return None
 
 
-def _is_pq(factory: str) -> bool:
-    """Whether a factory string makes a lossy product-quantised index (worth re-ranking)."""
-    return any(part.startswith(("PQ", "OPQ")) for part in factory.replace(" ", "").split(","))
-
-
-def build_index(
-    kb_dir: str | Path,
-    *,
-    factory: str | None = None,
-    memory_budget_bytes: int | None = None,
-    use_gpu: bool | None = None,
-    shard_gpus: bool = True,
-    nprobe: int | None = None,
-    ef_search: int | None = None,
-    rerank_k_factor: int | None = None,
-) -> FaissIndex:
-    """Index a KB's embeddings and save the index to ``KB_DIR/index/``.
-
-    Args:
-        kb_dir: a KB directory with a complete ``embeddings/`` manifest.
-        factory: a Faiss factory string; None = :func:`choose_index`.
-        memory_budget_bytes: RAM the index may take (auto-selection only).
-        use_gpu: train/add on the GPU(s); None = when Faiss sees one.
-        shard_gpus: with several GPUs, shard the index across them.
-        nprobe, ef_search: search parameters stored with the index.
-        rerank_k_factor: exact re-ranking of k * factor candidates against the
-            float16 embeddings at search time; None = on (8) for PQ indexes.
-    Returns:
-        the built index (also saved).
-    Raises:
-        KnowledgeBaseError: no embeddings, or embedding still in progress.
-    """
-    kb_dir = Path(kb_dir)
-    manifest = _read_embeddings_manifest(kb_dir)
-    if manifest.get("status") != "complete":
-        raise KnowledgeBaseError(
-            f"the embeddings of {kb_dir} are not finished (status {manifest.get('status')!r})",
-            hint=f"rerun ragvqa embed {kb_dir} --retriever SPEC to resume",
-        )
-    shards = list(iter_embedding_shards(kb_dir))
-    index = build_from_arrays(
-        shards, factory=factory, memory_budget_bytes=memory_budget_bytes, use_gpu=use_gpu,
-        shard_gpus=shard_gpus, nprobe=nprobe, ef_search=ef_search, rerank_k_factor=rerank_k_factor,
-    )
-    index.params["retriever"] = manifest.get("retriever")
-    index.params["embeddings_dtype"] = manifest.get("dtype")
-    index.save(kb_dir / INDEX_DIR)
-    logger.info("saved %s (%d vectors) to %s", index.factory, index.ntotal, kb_dir / INDEX_DIR)
-    return index
-
-
-def load_index(kb_dir: str | Path, *, mmap: bool = True, nprobe: int | None = None, ef_search: int | None = None,
-               use_gpu: bool | None = None, shard: bool = True, rerank_k_factor: int | None = None) -> FaissIndex:
-    """Open ``KB_DIR/index/`` (see :meth:`FaissIndex.load`)."""
-    return FaissIndex.load(Path(kb_dir) / INDEX_DIR, mmap=mmap, nprobe=nprobe, ef_search=ef_search,
-                           use_gpu=use_gpu, shard=shard, rerank_k_factor=rerank_k_factor)
-
-
-def index_summary(index: FaissIndex) -> dict[str, Any]:
-    """A JSON-able description (factory, ntotal, search params) for logs and reports."""
-    keys = ("factory", "nprobe", "ef_search", "reason", "build_seconds", "index_bytes")
-    return {"ntotal": index.ntotal, "dim": index.dim, **{k: index.params.get(k) for k in keys if k in index.params},
-            "factory": index.factory, "on_gpu": index.on_gpu}
-
-
-__all__ = [
-    "FaissIndex", "IndexChoice", "build_from_arrays", "build_index", "choose_index", "estimate_bytes",
-    "index_summary", "iter_embedding_shards", "load_index",
-]
+__all__ = ["IDS_FILE", "PARAMS_FILE", "FaissIndex"]

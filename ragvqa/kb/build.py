@@ -25,10 +25,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as _dt
-import importlib
 import json
 import logging
-import os
 import platform
 import re
 import shutil
@@ -38,18 +36,15 @@ from typing import Any
 
 from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.kb import store
+from ragvqa.kb.files import atomic_path, atomic_write_bytes
+from ragvqa.kb.layout import COMPLETE, IN_PROGRESS, MISSING_IMAGES, KBDir
+from ragvqa.kb.sources.base import DEFAULT_PROTOCOL, FORMATS, source_for
 from ragvqa.kb.split import PROTOCOLS, SplitConfig, split_page
 from ragvqa.types import Document, ImageRef, Page
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("mediawiki", "evqa-json", "wiki6m")
-# Source module per format (each exposes iter_pages per CONTRACTS.md).
-SOURCE_MODULES = {"mediawiki": "mediawiki", "evqa-json": "evqa", "wiki6m": "wiki6m"}
-DEFAULT_PROTOCOL = {"mediawiki": "sections", "evqa-json": "sections", "wiki6m": "chunks"}
 DEFAULT_SHARD_SIZE = 10_000
-MISSING_REPORT = "missing_images.jsonl"
-WORK_DIR = ".build"  # per-shard missing-image lists while a build is in progress
 MANIFEST_VERSION = 1
 
 
@@ -173,10 +168,6 @@ def list_sources(path: Path, fmt: str = "auto") -> tuple[list[Path], str]:
     return chosen, fmt
 
 
-def _source_module(fmt: str):
-    return importlib.import_module(f"ragvqa.kb.sources.{SOURCE_MODULES[fmt]}")
-
-
 # ---------------------------------------------------------------------------
 # Build
 # ---------------------------------------------------------------------------
@@ -194,7 +185,8 @@ class BuildConfig:
         source_bytes: size of each source file (a changed file is refused).
         format: one of :data:`FORMATS`.
         split: protocol and section-dropping rules.
-        images_root: absolute images directory, or None.
+        images_root: the images directory, relative to the KB when inside
+            it (so the KB can move), else absolute; or None.
         image_map: absolute image mapping file, or None.
         shard_size: a shard is closed at the first page end at or after this
             many documents.
@@ -290,41 +282,54 @@ def _restore_counter(raw: dict[str, int]) -> collections.Counter:
     return collections.Counter({k: int(v) for k, v in raw.items()})
 
 
-def _prepare_out_dir(out: Path, config: dict[str, Any], force: bool) -> dict[str, Any] | None:
+def _prepare_out_dir(kb: KBDir, config: dict[str, Any], force: bool) -> dict[str, Any] | None:
     """The existing manifest to resume or report on, or None for a fresh build.
 
     Raises KnowledgeBaseError for a KB made with other arguments (unless
     force, which deletes the KB's own files: manifest, documents, reports,
     embeddings, index) and for a directory that holds documents but no manifest.
+    An unfinished build whose source files changed size (a truncated download
+    that was fixed) cannot be resumed; it is started again without ``force``.
     """
-    manifest_path = out / store.MANIFEST
+    out = kb.root
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a directory", hint="pass a directory path")
-    existing = None
-    if manifest_path.is_file():
+    existing: dict[str, Any] | None = None
+    if kb.exists():
         try:
-            existing = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
+            existing = kb.manifest
+        except KnowledgeBaseError:
             existing = {"config": None, "status": "unreadable"}
-    elif (out / store.DOCUMENTS_DIR).exists() and not force:
+    elif kb.documents_dir.exists() and not force:
         raise KnowledgeBaseError(
-            f"{out} holds documents but no {store.MANIFEST}",
+            f"{out} holds documents but no {kb.manifest_path.name}",
             hint="pass a new --out, or --force to rebuild it from scratch",
         )
+    if existing is not None and _same_images_root(kb, existing.get("config"), config):
+        existing["config"]["images_root"] = config["images_root"]  # recorded by an earlier version
     if existing is not None and existing.get("config") != config:
-        if not force:
-            differ = _config_diff(existing.get("config"), config)
+        differ = _config_diff(existing.get("config"), config)
+        if existing.get("status") != COMPLETE and differ == "differs in: source_bytes":
+            log.warning("%s: the source files changed since the unfinished build; starting it again", out)
+        elif not force:
             raise KnowledgeBaseError(
                 f"{out} already holds a KB built with different arguments ({differ})",
                 hint="pass a new --out, or --force to delete it and rebuild",
             )
         existing = None
-    if existing is None and (force or manifest_path.exists()):
-        for name in (store.MANIFEST, MISSING_REPORT):
-            (out / name).unlink(missing_ok=True)
-        for name in (store.DOCUMENTS_DIR, WORK_DIR, "embeddings", "index"):
-            shutil.rmtree(out / name, ignore_errors=True)
+    if existing is None and (force or kb.exists()):
+        kb.clear_all()
     return existing
+
+
+def _same_images_root(kb: KBDir, old: Any, new: dict[str, Any]) -> bool:
+    """Whether an earlier absolute ``images_root`` names the directory ``new`` names relatively."""
+    if not isinstance(old, dict) or old.get("images_root") == new.get("images_root"):
+        return False
+    a, b = old.get("images_root"), new.get("images_root")
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    return (kb.root / a).resolve() == (kb.root / b).resolve()
 
 
 def _config_diff(old: Any, new: dict[str, Any]) -> str:
@@ -337,15 +342,15 @@ def _config_diff(old: Any, new: dict[str, Any]) -> str:
 class _Builder:
     """State of one build run (see :func:`build_kb`)."""
 
-    def __init__(self, out: Path, config: BuildConfig, workers: int, progress: bool) -> None:
+    def __init__(self, kb: KBDir, config: BuildConfig, workers: int, progress: bool) -> None:
         from ragvqa.kb.images import ImageResolver
 
-        self.out = out
+        self.kb = kb
         self.config = config
         self.workers = workers
         self.progress = progress
         self.resolver = ImageResolver(
-            Path(config.images_root) if config.images_root else None,
+            kb.root / config.images_root if config.images_root else None,  # relative: inside the KB
             Path(config.image_map) if config.image_map else None,
         )
         self._cache: dict[str, str | None] = {}
@@ -377,7 +382,7 @@ class _Builder:
             m["checkpoint"] = checkpoint
         else:
             m.pop("checkpoint", None)
-        store.atomic_write_json(self.out / store.MANIFEST, m)
+        self.kb.write_manifest(m)
 
     def new_manifest(self) -> None:
         c = self.config
@@ -395,16 +400,16 @@ class _Builder:
             "versions": _versions(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "images_root": c.images_root,
-            "missing_images_report": MISSING_REPORT,
+            "missing_images_report": MISSING_IMAGES,
         }
 
     # -- shards ---------------------------------------------------------------
     def flush(self, docs: list[Document], missing: dict[str, dict[str, Any]], pages: int) -> None:
         number = len(self.shards)
-        name = store.SHARD_PATTERN.format(number)
+        name = self.kb.shard_name(number)
         lines = "".join(json.dumps(v, ensure_ascii=False, sort_keys=True) + "\n" for v in missing.values())
-        store.atomic_write_bytes(self.out / WORK_DIR / f"missing-{number:05d}.jsonl", lines.encode())
-        store.write_document_shard(self.out / store.DOCUMENTS_DIR / name, docs)
+        atomic_write_bytes(self._missing_part(number), lines.encode())
+        store.write_document_shard(self.kb.documents_dir / name, docs)
         self.shards.append(
             {
                 "file": name,
@@ -415,20 +420,18 @@ class _Builder:
             }
         )
 
+    def _missing_part(self, number: int) -> Path:
+        return self.kb.build_work_dir / f"missing-{number:05d}.jsonl"
+
     def finish(self) -> None:
         """Join the per-shard missing-image lists and mark the KB complete."""
-        tmp = self.out / f".{MISSING_REPORT}.tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_path(self.kb.missing_images_path) as tmp, open(tmp, "wb") as fh:
             for number in range(len(self.shards)):
-                part = self.out / WORK_DIR / f"missing-{number:05d}.jsonl"
-                with open(part, "rb") as src:
+                with open(self._missing_part(number), "rb") as src:
                     shutil.copyfileobj(src, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.out / MISSING_REPORT)
         self.manifest["completed"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        self.write_manifest("complete", None)
-        shutil.rmtree(self.out / WORK_DIR, ignore_errors=True)
+        self.write_manifest(COMPLETE, None)
+        shutil.rmtree(self.kb.build_work_dir, ignore_errors=True)
 
     # -- pages ----------------------------------------------------------------
     def give_page_image(self, page: Page) -> None:
@@ -486,7 +489,7 @@ class _Builder:
         # count what skip= passes over, so a resumed file starts from the
         # counts the checkpoint saved for it.
         counts_before_file = _restore_counter(checkpoint["source_counts_before_file"])
-        module = _source_module(c.format)
+        source = source_for(c.format)
         docs: list[Document] = []
         missing: dict[str, dict[str, Any]] = {}
         shard_pages = 0
@@ -507,7 +510,7 @@ class _Builder:
                 skip = pages_in_file
                 if skip:
                     file_counts.update(_restore_counter(checkpoint["source_counts_file"]))
-                pages = module.iter_pages(
+                pages = source.iter_pages(
                     Path(c.sources[file_no]),
                     counts=file_counts,
                     workers=self.workers,
@@ -563,7 +566,7 @@ class _Builder:
     ) -> None:
         self._set_source_counts(before_file + file_counts)
         self.write_manifest(
-            "in_progress",
+            IN_PROGRESS,
             {
                 "file_no": file_no,
                 "pages_in_file": pages_in_file,
@@ -607,8 +610,8 @@ def build_kb(
     Args:
         wiki: a source file or a directory of source parts.
         out: the KB directory (created).
-        images: the images root (absolute path recorded); None: every image
-            reference counts as missing.
+        images: the images root (recorded relative to ``out`` when inside
+            it, else absolute); None: every image reference counts as missing.
         image_map: optional mapping file for :class:`ImageResolver`.
         fmt: ``"auto"`` (from file names, then content) or one of :data:`FORMATS`.
         protocol: ``"sections"`` or ``"chunks"``; None: the format's default
@@ -639,12 +642,13 @@ def build_kb(
         raise InputError(f"shard size must be >= 1 (got {shard_size})")
     if limit is not None and limit < 0:
         raise InputError(f"--limit must be >= 0 (got {limit})")
+    kb = KBDir(out)
     images_root = None
     if images is not None:
         root = Path(images).expanduser()
         if not root.is_dir():
             raise InputError(f"images directory {root} does not exist", hint="pass an existing directory to --images")
-        images_root = str(root.resolve())
+        images_root = kb.images_root_value(root)  # relative when inside the KB: it can move
     map_path = None
     if image_map is not None:
         map_file = Path(image_map).expanduser()
@@ -662,12 +666,20 @@ def build_kb(
         limit=limit,
         page_images=tuple(sorted((page_images or {}).items())),
     )
-    out = Path(out).expanduser()
-    existing = _prepare_out_dir(out, json.loads(json.dumps(config.as_dict())), force)
-    if existing is not None and existing.get("status") == "complete":
+    out = kb.root
+    existing = _prepare_out_dir(kb, json.loads(json.dumps(config.as_dict())), force)
+    if existing is not None and existing.get("status") == COMPLETE:
         return BuildResult(out, "up_to_date", existing)
-    out.mkdir(parents=True, exist_ok=True)
-    builder = _Builder(out, config, workers, progress)
+    with kb.writing(rerun=kb.build_command()):
+        out.mkdir(parents=True, exist_ok=True)
+        return _run_build(kb, config, existing, workers, progress)
+
+
+def _run_build(
+    kb: KBDir, config: BuildConfig, existing: dict[str, Any] | None, workers: int, progress: bool
+) -> BuildResult:
+    out = kb.root
+    builder = _Builder(kb, config, workers, progress)
     if existing is not None and isinstance(existing.get("checkpoint"), dict):
         builder.manifest = existing
         builder.shards = list(existing.get("shards", []))
@@ -680,19 +692,19 @@ def build_kb(
         builder.new_manifest()
         checkpoint = _start_checkpoint()
         action = "built"
-        for name in (store.DOCUMENTS_DIR, WORK_DIR):
-            shutil.rmtree(out / name, ignore_errors=True)
-        builder.write_manifest("in_progress", checkpoint)
+        for folder in (kb.documents_dir, kb.build_work_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        builder.write_manifest(IN_PROGRESS, checkpoint)
     first_shard = len(builder.shards)
     # Leftovers of a killed run: temp files, and shards written after the last checkpoint.
-    _remove_stale(out, first_shard)
+    _remove_stale(kb, first_shard)
     builder.run(checkpoint)
     builder.finish()
     return BuildResult(out, action, builder.manifest, first_shard, dict(builder.resolver.stats))
 
 
-def _remove_stale(out: Path, first_shard: int) -> None:
-    for folder in (out / store.DOCUMENTS_DIR, out / WORK_DIR):
+def _remove_stale(kb: KBDir, first_shard: int) -> None:
+    for folder in (kb.documents_dir, kb.build_work_dir):
         if not folder.is_dir():
             continue
         for p in folder.iterdir():
@@ -731,7 +743,7 @@ def format_summary(result: BuildResult) -> str:
     lines.append(
         f"  images: {c.get('documents_with_local_image', 0)} documents with a local file, "
         f"{c.get('image_refs_missing', 0)} references without one"
-        + (f" (listed in {Path(result.kb_dir) / MISSING_REPORT})" if c.get("image_refs_missing") else "")
+        + (f" (listed in {KBDir(result.kb_dir).missing_images_path})" if c.get("image_refs_missing") else "")
         + ("" if root else "; no --images given")
     )
     if not c.get("documents"):

@@ -4,8 +4,8 @@
 distinct ``image_ref`` values of documents whose ``image_path`` is empty, and
 downloads each into ``out_dir`` in Wikimedia's hashed layout
 (``{h[0]}/{h[0:2]}/{Name}``, see :func:`ragvqa.kb.images.wikimedia_relpath`),
-so a later ``ragvqa build-kb --images OUT_DIR`` (or :func:`update_kb_image_paths`)
-finds them.
+so a later ``ragvqa build-kb --images OUT_DIR`` (or
+:func:`ragvqa.kb.image_paths.update_kb_image_paths`) finds them.
 
 Politeness and robustness (Wikimedia's User-Agent and robot policies):
 
@@ -41,7 +41,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -50,9 +50,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ragvqa import __version__
-from ragvqa.errors import InputError, KnowledgeBaseError
-from ragvqa.kb.images import ImageResolver, commons_url, wikimedia_relpath
-from ragvqa.kb.store import atomic_write_bytes, atomic_write_json, read_manifest
+from ragvqa.errors import InputError
+from ragvqa.kb.files import atomic_write_json, iter_jsonl, sha256_file
+from ragvqa.kb.images import commons_url, wikimedia_relpath
+from ragvqa.kb.layout import KBDir, as_kb_dir
+from ragvqa.kb.store import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,6 @@ LEDGER = "ledger.jsonl"
 FAILURES = "failures.jsonl"
 REPORT = "report.json"
 PARTIAL = "partial"
-MISSING_REPORT = "missing_images.jsonl"  # written by ragvqa.kb.build
 RETRY_STATUS = {408, 425, 429} | set(range(500, 600)) - {501, 505}  # 501/505 will not change
 PERMANENT_STATUS = {404, 410}
 # File types Wikimedia hosts that are not images (no decodable picture).
@@ -238,14 +239,6 @@ def verify_image(path: Path) -> tuple[str, int, int]:
     return fmt, size[0], size[1]
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class _Fetcher:
     """One run's shared state: HTTP client, limiter, stop flag, directories."""
 
@@ -373,32 +366,13 @@ class _Fetcher:
         return "done"
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
-    """(object, line) of a JSONL state file, streamed; a torn line (a kill) is skipped."""
-    if not path.is_file():
-        return
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s line %d: not JSON (a torn write?), ignored", path, lineno)
-                continue
-            if isinstance(row, dict):
-                yield row, line.rstrip("\n")
-
-
-def collect_missing_refs(kb_dir: str | Path) -> tuple[list[str], collections.Counter]:
+def collect_missing_refs(kb_dir: str | Path | KBDir) -> tuple[list[str], collections.Counter]:
     """Distinct image refs of the KB's documents that have no local file, in KB order.
 
     Returns:
         (refs, counts) with counts ``"documents"``, ``"documents_with_ref"``,
         ``"documents_missing_image"`` and ``"refs_missing_distinct"``.
     """
-    from ragvqa.kb.store import KnowledgeBase
-
     kb = KnowledgeBase(kb_dir)
     counts: collections.Counter = collections.Counter()
     seen: dict[str, None] = {}
@@ -469,12 +443,12 @@ def download_refs(
     # stored files; ref -> (permanent, JSON line) of the last run's failures.
     ledger: dict[str, tuple[int, str]] = {
         row["path"]: (row.get("bytes"), row.get("sha256"))
-        for row, _ in _read_jsonl(ledger_path)
+        for row, _ in iter_jsonl(ledger_path)
         if isinstance(row.get("path"), str)
     }
     previous_failures: dict[str, tuple[bool, str]] = {
         row["ref"]: (bool(row.get("permanent")), line)
-        for row, line in _read_jsonl(failures_path)
+        for row, line in iter_jsonl(failures_path)
         if isinstance(row.get("ref"), str)
     }
     # This run's failures stream to a temp file that replaces failures.jsonl at the end.
@@ -622,7 +596,7 @@ def _plan(
             entry = ledger.get(rel)
             size = target.stat().st_size
             if entry is not None and entry[0] == size and (
-                not config.verify_existing or _sha256_file(target) == entry[1]
+                not config.verify_existing or sha256_file(target) == entry[1]
             ):
                 counts["already_present"] += 1
                 continue
@@ -632,7 +606,7 @@ def _plan(
                 except ValueError as exc:
                     log.warning("%s is not a usable image (%s): downloading it again", target, exc)
                 else:
-                    record_ok(FetchResult(ref=ref, path=rel, ok=True, sha256=_sha256_file(target), bytes=size,
+                    record_ok(FetchResult(ref=ref, path=rel, ok=True, sha256=sha256_file(target), bytes=size,
                                           format=fmt, width=width, height=height), found_local=True)
                     counts["already_present"] += 1
                     continue
@@ -649,7 +623,7 @@ def _plan(
 
 
 def fetch_images(
-    kb_dir: str | Path,
+    kb_dir: str | Path | KBDir,
     out_dir: str | Path,
     config: FetchConfig = FetchConfig(),
     *,
@@ -662,100 +636,9 @@ def fetch_images(
     Raises:
         KnowledgeBaseError: ``kb_dir`` is not a finished KB.
     """
-    refs, kb_counts = collect_missing_refs(kb_dir)
+    kb = as_kb_dir(kb_dir)
+    refs, kb_counts = collect_missing_refs(kb)
     return download_refs(
         refs, out_dir, config, stop=stop, on_result=on_result, progress=progress,
-        extra_report={"kb_dir": str(Path(kb_dir).resolve()), "kb_counts": dict(kb_counts)},
+        extra_report={"kb_dir": str(kb.root.resolve()), "kb_counts": dict(kb_counts)},
     )
-
-
-def update_kb_image_paths(kb_dir: str | Path, images_dir: str | Path, mapping_file: str | Path | None = None) -> dict[str, int]:
-    """Fill ``image_path`` of the KB's documents whose image is now under ``images_dir``.
-
-    Only empty ``image_path`` values are filled (existing ones are kept), each
-    shard is rewritten atomically, and a rerun after a crash finishes the job.
-    The KB's ``images_root`` becomes ``images_dir`` when it had none.
-
-    Raises:
-        KnowledgeBaseError: the KB's images live in another directory, or the
-            KB is already embedded (its image embeddings would be stale).
-
-    Returns:
-        counts: ``documents_updated``, ``documents_still_missing``,
-        ``shards_rewritten``.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ragvqa.kb.store import MANIFEST, KnowledgeBase, document_schema
-
-    kb_root = Path(kb_dir)
-    images = Path(images_dir).expanduser().resolve()
-    manifest = read_manifest(kb_root)
-    current = manifest.get("images_root")
-    if current and Path(current).resolve() != images:
-        raise KnowledgeBaseError(
-            f"{kb_root} keeps its images in {current}, not {images}",
-            hint=f"fetch into that directory (--out {current}), or rebuild the KB with --images {images}",
-        )
-    if (kb_root / "embeddings" / "manifest.json").exists():
-        raise KnowledgeBaseError(
-            f"{kb_root} is already embedded; new images would make its embeddings stale",
-            hint=f"rebuild the KB with ragvqa build-kb ... --images {images}, then embed it again",
-        )
-    kb = KnowledgeBase(kb_root)  # checks status "complete"
-    if not current:
-        manifest["images_root"] = str(images)
-        atomic_write_json(kb_root / MANIFEST, manifest)
-    resolver = ImageResolver(images, Path(mapping_file) if mapping_file else None)
-    counts: collections.Counter = collections.Counter()
-    totals: collections.Counter = collections.Counter()  # after the update, over all shards
-    for shard in kb.shard_files:
-        table = pq.read_table(shard)
-        refs = table.column("image_ref").to_pylist()
-        paths = table.column("image_path").to_pylist()
-        changed = 0
-        for i, (ref, path) in enumerate(zip(refs, paths, strict=True)):
-            if ref and not path:
-                found = resolver.resolve(ref)
-                if found is not None:
-                    paths[i] = found
-                    changed += 1
-                else:
-                    counts["documents_still_missing"] += 1
-        totals["local"] += sum(1 for path in paths if path)
-        totals["missing"] += sum(1 for ref, path in zip(refs, paths, strict=True) if ref and not path)
-        if not changed:
-            continue
-        index = table.schema.get_field_index("image_path")
-        table = table.set_column(index, "image_path", pa.array(paths, type=pa.string())).cast(document_schema())
-        tmp = shard.with_name(f".{shard.name}.update.tmp")
-        try:
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, shard)
-        finally:
-            tmp.unlink(missing_ok=True)
-        counts["documents_updated"] += changed
-        counts["shards_rewritten"] += 1
-    # The build's missing-image list: drop the refs that now have a file.
-    missing_report = kb_root / MISSING_REPORT
-    if missing_report.is_file():
-        kept = []
-        for row, line in _read_jsonl(missing_report):
-            ref = row.get("image_ref")
-            if not (isinstance(ref, str) and resolver.resolve(ref) is not None):
-                kept.append(line + "\n")
-        atomic_write_bytes(missing_report, "".join(kept).encode("utf-8"))
-    manifest = read_manifest(kb_root)
-    # Keep the build's document counts true (names from ragvqa.kb.build);
-    # recounted from the shards, so a rerun after a crash gets them right too.
-    for section, local_key in (("counts", "documents_with_local_image"), ("raw_counts", "documents_local_image")):
-        block = manifest.get(section)
-        if isinstance(block, dict) and "image_refs_missing" in block:
-            block["image_refs_missing"] = totals["missing"]
-            block[local_key] = totals["local"]
-    manifest.setdefault("image_updates", []).append(
-        {"time": _now(), "images_root": str(images), **{k: int(v) for k, v in counts.items()}}
-    )
-    atomic_write_json(kb_root / MANIFEST, manifest)
-    return {k: int(v) for k, v in counts.items()}

@@ -218,6 +218,12 @@ class ImageResolver:
     def _load_mapping(self, path: Path) -> None:
         if not path.is_file():
             raise InputError(f"image mapping file {path} does not exist", hint="check --image-map")
+        try:
+            self._read_mapping(path)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path} is not UTF-8 text ({exc.reason})", hint="fix the mapping file") from None
+
+    def _read_mapping(self, path: Path) -> None:
         base = path.resolve().parent
         suffix = path.suffix.lower()
         with path.open(encoding="utf-8") as fh:
@@ -226,6 +232,8 @@ class ImageResolver:
                     data = json.load(fh)
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})", hint="fix the mapping file") from exc
+                except RecursionError:
+                    raise DataError(f"{path} is not valid JSON (nested too deeply)", hint="fix the mapping file") from None
                 if isinstance(data, dict):
                     for key, value in data.items():
                         self._add_mapping(key, value, base, f"{path} key {key!r}")
@@ -240,7 +248,7 @@ class ImageResolver:
                         continue
                     try:
                         item = json.loads(line)
-                    except json.JSONDecodeError:
+                    except (ValueError, RecursionError):
                         self.stats["mapping_malformed"] += 1
                         log.warning("%s line %d: not JSON, skipped", path, lineno)
                         continue

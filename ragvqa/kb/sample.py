@@ -29,7 +29,6 @@ from typing import Any
 from ragvqa.errors import MissingDependencyError
 
 SAMPLE_DUMP = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-IMAGES_SUBDIR = "images"
 PHOTOS_FILE = "sample_photos.json"
 
 
@@ -179,7 +178,7 @@ def write_sample_images(directory: str | Path) -> dict[str, Path]:
             tmp.replace(target)
         out[photo.page_title] = target.resolve()
         records.append(asdict(photo))
-    from ragvqa.kb.store import atomic_write_json
+    from ragvqa.kb.files import atomic_write_json
 
     atomic_write_json(directory / PHOTOS_FILE, records)
     return out
@@ -193,15 +192,18 @@ def sample_page_images() -> dict[str, str]:
 def build_sample_kb(out: str | Path, **kwargs: Any):
     """Build the sample KB into ``out``: photos in ``out/images``, then the dump.
 
+    The photos live inside the KB (recorded as the relative images root
+    ``images``), so the built sample can be moved or copied as one folder.
     Keyword arguments go to :func:`ragvqa.kb.build.build_kb` (protocol,
     shard_size, force, progress, ...). Returns its BuildResult.
     """
     from ragvqa.kb.build import build_kb
+    from ragvqa.kb.layout import KBDir
 
-    out = Path(out)
-    images = out / IMAGES_SUBDIR
+    kb = KBDir(out)
+    images = kb.default_images_dir
     write_sample_images(images)
-    return build_kb(sample_dump_path(), out, images=images, page_images=sample_page_images(), **kwargs)
+    return build_kb(sample_dump_path(), kb.root, images=images, page_images=sample_page_images(), **kwargs)
 
 
 def sample_questions_json() -> str:

@@ -84,12 +84,9 @@ def make_small_kb(
     from PIL import Image
     from skimage import data as skdata
 
-    from ragvqa.kb.store import (
-        DOCUMENTS_DIR,
-        SHARD_PATTERN,
-        atomic_write_json,
-        write_document_shard,
-    )
+    from ragvqa.kb.files import atomic_write_json
+    from ragvqa.kb.layout import DOCUMENTS_DIR, SHARD_PATTERN
+    from ragvqa.kb.store import write_document_shard
     from ragvqa.types import Document
 
     kb_dir = Path(tmp_path) / name

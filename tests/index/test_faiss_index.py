@@ -10,16 +10,9 @@ import pytest
 
 from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.index.base import VectorIndex
-from ragvqa.index.faiss_index import (
-    EXACT_MAX_DOCS,
-    RERANK_K_FACTOR,
-    FaissIndex,
-    build_from_arrays,
-    build_index,
-    choose_index,
-    estimate_bytes,
-    load_index,
-)
+from ragvqa.index.builder import build_from_arrays, build_index, load_index
+from ragvqa.index.choice import EXACT_MAX_DOCS, RERANK_K_FACTOR, choose_index, estimate_bytes
+from ragvqa.index.faiss_index import FaissIndex
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

@@ -16,8 +16,10 @@ import pytest
 from ragvqa.cli import main
 from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.kb import build as kb_build
-from ragvqa.kb.build import MISSING_REPORT, build_kb, list_sources
+from ragvqa.kb.build import build_kb, list_sources
 from ragvqa.kb.images import wikimedia_relpath
+from ragvqa.kb.layout import MISSING_IMAGES as MISSING_REPORT
+from ragvqa.kb.layout import KBDir
 from ragvqa.kb.sample import SAMPLE_PHOTOS, SAMPLE_QUESTIONS, sample_dump_path
 from ragvqa.kb.store import DOCUMENT_COLUMNS, KnowledgeBase, document_schema, read_manifest
 
@@ -50,7 +52,7 @@ def assert_same_kb(a: Path, b: Path) -> None:
     assert ma["shards"] == mb["shards"]
     assert ma["counts"] == mb["counts"] and ma["raw_counts"] == mb["raw_counts"]
     assert (a / MISSING_REPORT).read_bytes() == (b / MISSING_REPORT).read_bytes()
-    assert not (a / kb_build.WORK_DIR).exists()
+    assert not KBDir(a).build_work_dir.exists()
 
 
 # --------------------------------------------------------------------------- sources and formats

@@ -27,16 +27,12 @@ from ragvqa.kb.fetch import (
     download_refs,
     fetch_images,
     source_url,
-    update_kb_image_paths,
 )
+from ragvqa.kb.files import atomic_write_json
+from ragvqa.kb.image_paths import update_kb_image_paths
 from ragvqa.kb.images import canonical_name, wikimedia_relpath
-from ragvqa.kb.store import (
-    DOCUMENTS_DIR,
-    MANIFEST,
-    KnowledgeBase,
-    atomic_write_json,
-    write_document_shard,
-)
+from ragvqa.kb.layout import DOCUMENTS_DIR, MANIFEST
+from ragvqa.kb.store import KnowledgeBase, write_document_shard
 from ragvqa.types import Document
 
 GOOD = ["Buzz_Aldrin.png", "Apollo_11.png", "富士山.png", "Tower_(London).png", "Flaky.png", "Busy.png"]

@@ -214,14 +214,13 @@ def test_escape_attempts_are_refused_and_counted(tmp_path):
     assert r.stats["resolved"] == 1
 
 
-def test_returned_paths_work_with_the_kb_store_check(tmp_path):
-    from ragvqa.kb.store import KnowledgeBase
-    from ragvqa.types import Document
+def test_returned_paths_work_with_the_kb_dir_check(tmp_path):
+    from ragvqa.kb.layout import KBDir
 
     root = tmp_path / "imgs"
     _hashed(root, "富士山.jpg")
     rel = ImageResolver(root).resolve("File:富士山.jpg")
-    kb = KnowledgeBase.__new__(KnowledgeBase)
-    kb.images_root = root
-    doc = Document(0, "p", "t", "", 0, "", "text", "富士山.jpg", rel, "section")
-    assert kb.image_file(doc) == (root / rel).resolve()
+    kb = KBDir(tmp_path / "kb")
+    kb.root.mkdir()
+    kb.write_manifest({"images_root": str(root), "status": "complete", "shards": []})
+    assert kb.image_file(rel) == (root / rel).resolve()

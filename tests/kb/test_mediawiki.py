@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from ragvqa.errors import DataError, InputError, RagvqaError
-from ragvqa.kb.sources.mediawiki import find_index, is_index_file, iter_pages, write_multistream
+from ragvqa.kb.sources.mediawiki import find_index, is_index_file, iter_pages
+from ragvqa.kb.sources.mediawiki_writer import write_multistream
 from ragvqa.types import ImageRef, Page, Section
 
 SAMPLE_NAME = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"

@@ -18,22 +18,21 @@ batches of pages. Either way results come back in file order, at most
 ``2 * workers`` tasks are in flight (constant memory), and the pages are
 identical to ``workers=1``.
 
-Public API:
+Public API (a :class:`ragvqa.kb.sources.base.PageSource`):
     iter_pages(path, *, counts, workers=1, limit=None, skip=0, index_path=None)
     find_index(path) -> Path | None
     is_index_file(path) -> bool
-    write_multistream(src, dst, *, pages_per_stream=100, index_path=None) -> Path
+Re-packing a dump as multistream (tests, benchmarks):
+:func:`ragvqa.kb.sources.mediawiki_writer.write_multistream`.
 """
 
 from __future__ import annotations
 
 import bz2
 import collections
-import html
 import itertools
 import logging
 import multiprocessing
-import os
 import re
 import threading
 import xml.etree.ElementTree as ET
@@ -48,7 +47,7 @@ from ragvqa.errors import DataError, InputError
 from ragvqa.kb.wikitext import parse_wikitext
 from ragvqa.types import Page
 
-__all__ = ["find_index", "is_index_file", "iter_pages", "write_multistream", "PAGE_URL_PREFIX"]
+__all__ = ["find_index", "is_index_file", "iter_pages", "PAGE_URL_PREFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -728,106 +727,3 @@ def _skip_ranges(
     resume.extend(pulled)  # pulled from `ranges` for counting but not used
     logger.info("skip: passed over whole streams up to byte %s", resume[0][0] if resume else "end")
     return itertools.chain(resume, ranges)
-
-
-# --- building a multistream dump ------------------------------------------------------------
-
-_RE_PAGE_ID = re.compile(rb"<id>\s*(\d+)\s*</id>")
-_RE_PAGE_TITLE = re.compile(rb"<title>(.*?)</title>", re.S)
-
-
-def write_multistream(
-    src: Path, dst: Path, *, pages_per_stream: int = 100, index_path: Path | None = None
-) -> Path:
-    """Re-pack a plain ``.xml``/``.xml.bz2`` dump as a multistream dump plus its index.
-
-    The layout matches Wikimedia's: stream 1 = the ``<mediawiki><siteinfo>``
-    header, then one bz2 stream per ``pages_per_stream`` pages, then a stream
-    holding ``</mediawiki>``; the index (bz2, ``offset:page_id:title`` per page)
-    is written to ``index_path`` or beside ``dst`` by the naming convention
-    (``dst`` should then contain ``multistream``). Streams the input page by
-    page (constant memory).
-
-    Returns:
-        the index path.
-    """
-    src, dst = Path(src), Path(dst)
-    if index_path is None:
-        if "multistream" not in dst.name:
-            raise InputError(
-                f"{dst}: name it like '...-multistream.xml.bz2' or pass index_path",
-                hint="the index is found beside the dump by that naming convention",
-            )
-        index_path = dst.with_name(
-            dst.name.replace("multistream", "multistream-index", 1).replace(".xml", ".txt", 1)
-        )
-        if not index_path.name.endswith(".bz2"):
-            index_path = index_path.with_name(index_path.name + ".bz2")
-    # Written under temporary names and renamed at the end: never a half-written dump.
-    dst_tmp = dst.with_name(dst.name + ".tmp")
-    index_tmp = index_path.with_name(index_path.name + ".tmp")
-    try:
-        _write_multistream(src, dst_tmp, index_tmp, max(1, int(pages_per_stream)))
-    except BaseException:
-        dst_tmp.unlink(missing_ok=True)
-        index_tmp.unlink(missing_ok=True)
-        raise
-    os.replace(index_tmp, index_path)
-    os.replace(dst_tmp, dst)
-    return index_path
-
-
-def _write_multistream(src: Path, dst: Path, index_path: Path, pages_per_stream: int) -> None:
-    with open(src, "rb") as raw, open(dst, "wb") as out, bz2.open(index_path, "wb") as index:
-        chunks = (
-            (c for c, _ in _decompress(raw, src))
-            if _is_bz2(src)
-            else iter(lambda: raw.read(_READ_SIZE), b"")
-        )
-        buffer = b""
-        header_done = False
-        group: list[bytes] = []
-
-        def flush() -> None:
-            if not group:
-                return
-            offset = out.tell()
-            for page in group:
-                pid = _RE_PAGE_ID.search(page)
-                title = _RE_PAGE_TITLE.search(page)
-                index.write(
-                    b"%d:%s:%s\n"
-                    % (
-                        offset,
-                        pid.group(1) if pid else b"0",
-                        html.unescape(title.group(1).decode()).encode() if title else b"",
-                    )
-                )
-            out.write(bz2.compress(b"".join(group), 9))
-            group.clear()
-
-        for chunk in chunks:
-            buffer += chunk
-            if not header_done:
-                cut = buffer.find(b"<page>")
-                if cut < 0:
-                    continue
-                line_start = buffer.rfind(b"\n", 0, cut) + 1
-                out.write(bz2.compress(buffer[:line_start], 9))
-                buffer = buffer[line_start:]
-                header_done = True
-            while True:
-                end = buffer.find(b"</page>")
-                if end < 0:
-                    break
-                end = buffer.find(b"\n", end)
-                if end < 0:
-                    break
-                group.append(buffer[: end + 1])
-                buffer = buffer[end + 1 :]
-                if len(group) >= pages_per_stream:
-                    flush()
-        flush()
-        if not header_done:
-            raise DataError(f"{src}: no <page> element found", hint="is this a MediaWiki dump?")
-        out.write(bz2.compress(buffer, 9))

@@ -1,0 +1,211 @@
+"""Which Faiss index suits a collection: size and memory-budget rules, no Faiss needed.
+
+Three families, picked by :func:`choose_index` from the collection size and
+a memory budget (or named by a Faiss factory string instead):
+
+- ``Flat``: exact search, 4 * D bytes per document (float32 rows).
+- ``HNSW32``: graph search over float32 rows, about 4 * D + 256 bytes per
+  document; no training, slow to build on CPU, chosen only when the caller
+  grants the memory for it.
+- ``IVF..,PQ..``: inverted file + product quantisation, trained on a
+  sample; ~76 bytes per document at 1M (64 B residual 4-bit fast-scan code,
+  8-byte id in the inverted lists, centroids), with exact re-ranking of the
+  candidates against the KB's float16 embeddings (memory-mapped). The
+  default for large collections.
+
+Figures: bench/RESULTS-index.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ragvqa.errors import InputError
+
+# --- auto-selection thresholds (see choose_index) -------------------------
+# --- auto-selection thresholds (see choose_index) -------------------------
+#: Up to this many documents, exact search is cheap enough: a Flat scan of
+#: 200k x 768 float32 rows is ~600 MB and a few ms per query on 2 CPU cores.
+EXACT_MAX_DOCS = 200_000
+#: HNSW is considered only up to this size (its CPU build time grows to
+#: hours beyond it) and only when an explicit memory budget admits it.
+HNSW_MAX_DOCS = 2_000_000
+#: HNSW neighbours per node.
+HNSW_M = 32
+#: Default efSearch for HNSW indexes.
+HNSW_EF_SEARCH = 128
+#: PQ code size for large collections: 64 bytes per document as 128 4-bit
+#: sub-quantizers of the residual (vector - IVF centroid) in Faiss' SIMD
+#: "fast-scan" layout (``PQ128x4fsr``): fast on CPU, cheap to train; recall
+#: comes from exact re-ranking (bench/RESULTS-index.md, 2026-11-22 tuning:
+#: residual 64 B codes re-rank better than non-residual 96 B ones).
+PQ_CODE_BYTES = 64
+#: PQ indexes over-fetch k * RERANK_K_FACTOR candidates and re-score them
+#: exactly against the KB's float16 embeddings (memory-mapped; not index RAM).
+RERANK_K_FACTOR = 64
+#: Fraction of the IVF lists probed by default (3/32: 96 of 1024 lists at 1M docs).
+NPROBE_FRACTION = 3 / 32
+#: Fast-scan lists are stored in blocks of this many codes (Faiss ``bbs``): on
+#: average half a block of padding per list.
+FASTSCAN_BLOCK = 32
+#: Byte overhead per document in an IVF index besides the code: the int64 id
+#: stored in the inverted list.
+IVF_ID_BYTES = 8
+#: Faiss fast-scan search implementation used for fewer than 2 * threads queries:
+#: threads share each query's probed lists (14 = heap, 15 = reservoir top-k).
+FASTSCAN_SPLIT_PROBES_IMPLEM = 15
+#: Training sample cap; Faiss' k-means uses at most 256 points per centroid.
+MAX_TRAIN_POINTS = 256 * 1024
+#: Rows added per chunk while building (bounds the float32 copy: 64k x 768 x 4 = 200 MB).
+ADD_CHUNK_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """What :func:`choose_index` decided.
+
+    Attributes:
+        factory: Faiss factory string (metric is always inner product).
+        nprobe: inverted lists visited per query (IVF) or None.
+        ef_search: HNSW search breadth or None.
+        reason: one line saying why (logged and stored in params.json).
+    """
+
+    factory: str
+    nprobe: int | None = None
+    ef_search: int | None = None
+    reason: str = ""
+    rerank_k_factor: int = 0
+
+
+def nlist_for(n: int) -> int:
+    """Inverted lists for n vectors: a power of two near sqrt(n), 16..65536.
+
+    sqrt(n) keeps lists ~1k vectors long (1M -> 1024, 15.9M -> 4096): few
+    centroids to train and to compare each query with, long contiguous lists
+    that suit the fast-scan kernels. Capped at n / 39 (k-means needs 39 points
+    per centroid).
+    """
+    target = max(16.0, min(math.sqrt(n), n / 39.0, 65_536.0))
+    return max(1, 2 ** round(math.log2(target)))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Lists visited per query by default: 3/32 of nlist, at least 8 (1M docs: 96 of 1024).
+
+    Clustered embeddings spread a query's true neighbours over many cells; on the
+    1M benchmark 96 of 1024 lists with re-ranking of k * 64 candidates gave
+    recall@10 0.958 (64 lists: 0.949; 128 lists: 0.961 at 2.4 ms/query).
+    """
+    return max(1, min(nlist, max(8, round(nlist * NPROBE_FRACTION))))
+
+
+def estimate_bytes(factory: str, n: int, dim: int) -> int:
+    """Approximate index size in bytes for ``n`` vectors of ``dim`` (RAM = file size)."""
+    f = factory.replace(" ", "")
+    if f in ("Flat", "IDMap,Flat"):
+        return 4 * dim * n
+    if f.startswith("HNSW"):
+        m = int(f[4:].split(",")[0] or HNSW_M)
+        storage = 2 * dim if "SQfp16" in f else 4 * dim
+        return n * (storage + 2 * m * 4 + 16)
+    per_doc = IVF_ID_BYTES
+    fixed = 0
+    nlist = 0
+    for part in f.split(","):
+        if part.startswith("IVF"):
+            nlist = int(part[3:].split("_")[0])
+            fixed += 4 * dim * nlist
+        elif part.startswith("OPQ"):
+            fixed += 4 * dim * dim
+        elif part.startswith("PQ"):
+            spec = part[2:].rstrip("fsr")
+            m, _, bits = spec.partition("x")
+            code = math.ceil(int(m) * int(bits or 8) / 8)
+            per_doc += code
+            fixed += int(m) * (2 ** int(bits or 8)) * (dim // int(m)) * 4
+            if "fs" in part and nlist:  # fast-scan block padding: half a block per list on average
+                fixed += nlist * (FASTSCAN_BLOCK // 2) * code
+        elif part == "SQfp16":
+            per_doc += 2 * dim
+        elif part == "SQ8":
+            per_doc += dim
+    return n * per_doc + fixed
+
+
+def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> IndexChoice:
+    """The auto-selection policy: which index for ``n`` vectors of size ``dim``.
+
+    1. ``n <= EXACT_MAX_DOCS`` (200k) and 4 * dim * n bytes fit the budget:
+       ``Flat`` (exact).
+    2. An explicit ``memory_budget_bytes`` that admits ``HNSW32`` (about
+       4 * dim + 272 bytes per document) and ``n <= HNSW_MAX_DOCS`` (2M):
+       ``HNSW32``, efSearch 128 (no training, high recall, slow CPU build).
+    3. Otherwise IVF-PQ: nlist a power of two near sqrt(n); 64-byte residual
+       codes as ``PQ128x4fsr`` (4-bit fast-scan), smaller codes when the budget
+       forces it (PQ96x4fsr, PQ64x4fsr, PQ32x4fsr, PQ16x4fsr), nprobe 3/32 of
+       the lists, and exact re-ranking of k * RERANK_K_FACTOR (64) candidates
+       against the float16 embeddings. For ~1M docs: ``IVF1024,PQ128x4fsr``,
+       nprobe 96, k_factor 64: recall@10 0.958 at 1.7-1.9 ms/query, 76.2 B/doc
+       of index on 2 cores (bench/RESULTS-index.md, 2026-11-22 tuning).
+
+    Args:
+        n: number of vectors.
+        dim: vector size D.
+        memory_budget_bytes: the most the index may take in RAM; None = no limit
+            beyond the size rules above.
+    Raises:
+        InputError: no configuration fits the budget.
+    """
+    if n <= 0:
+        raise InputError("cannot build an index over 0 vectors", hint="embed the KB first: ragvqa embed KB_DIR --retriever SPEC")
+    budget = memory_budget_bytes if memory_budget_bytes is not None else math.inf
+    if n <= EXACT_MAX_DOCS and estimate_bytes("Flat", n, dim) <= budget:
+        return IndexChoice("Flat", reason=f"{n} <= {EXACT_MAX_DOCS} docs: exact search")
+    hnsw = f"HNSW{HNSW_M}"
+    if memory_budget_bytes is not None and n <= HNSW_MAX_DOCS and estimate_bytes(hnsw, n, dim) <= budget:
+        return IndexChoice(hnsw, ef_search=HNSW_EF_SEARCH, reason=f"budget admits {hnsw} for {n} docs")
+    nlist = nlist_for(n)
+    for code_bytes in (PQ_CODE_BYTES, 48, 32, 16, 8):
+        if dim % (2 * code_bytes) == 0:  # 4-bit fast-scan: 2 sub-quantizers per byte
+            factory = f"IVF{nlist},PQ{2 * code_bytes}x4fsr"  # r: residual codes (better re-rank recall)
+        elif dim % code_bytes == 0:  # 8-bit sub-quantizers when dim does not split finer
+            factory = f"IVF{nlist},PQ{code_bytes}"
+        else:
+            continue
+        if estimate_bytes(factory, n, dim) <= budget:
+            return IndexChoice(
+                factory,
+                nprobe=default_nprobe(nlist),
+                reason=f"{n} docs: IVF-PQ, {code_bytes} B codes, {nlist} lists",
+                rerank_k_factor=RERANK_K_FACTOR,
+            )
+    raise InputError(
+        f"no index fits {memory_budget_bytes} bytes for {n} vectors of dim {dim}",
+        hint="raise --memory-budget or pass a factory string",
+    )
+
+
+
+def train_points_for(factory: str, n: int) -> int:
+    """Training sample size: 64 points per IVF list (at least 2^16 for PQ codebooks), capped."""
+    nlist = 0
+    for part in factory.split(","):
+        if part.startswith("IVF"):
+            nlist = int(part[3:].split("_")[0])
+    want = max(64 * nlist, 65_536 if "PQ" in factory else 0)
+    return min(n, want, MAX_TRAIN_POINTS)
+
+
+
+def is_pq(factory: str) -> bool:
+    """Whether a factory string makes a lossy product-quantised index (worth re-ranking)."""
+    return any(part.startswith(("PQ", "OPQ")) for part in factory.replace(" ", "").split(","))
+
+
+
+__all__ = [
+    "EXACT_MAX_DOCS", "RERANK_K_FACTOR", "IndexChoice", "choose_index", "default_nprobe", "estimate_bytes",
+    "is_pq", "nlist_for", "train_points_for",
+]

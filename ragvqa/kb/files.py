@@ -1,0 +1,158 @@
+"""Atomic file writes with the user's permissions, and digests of written files.
+
+Every artifact ragvqa writes goes to a temp name in the target's directory and
+is renamed into place, so a killed job leaves either the whole file or none.
+Temp files made by :func:`tempfile.mkstemp` are owner-only (0600); the final
+file gets the mode an ordinary ``open()`` would have given it (0666 minus the
+umask), so a KB built on a cluster can be shared with the group as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Bytes read per step while hashing a file.
+HASH_BLOCK = 1 << 20
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows.
+
+    Linux reports it in ``/proc/self/status`` (kernel 4.7+); elsewhere it is
+    read by setting and restoring it under a lock (other threads that create
+    files at that instant could see umask 0o077 briefly, never a wider one).
+    """
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    with _umask_lock:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The permission bits ``open(path, "w")`` gives a new file (0o666 & ~umask)."""
+    return 0o666 & ~current_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it is renamed to ``path``.
+
+    The temp file exists (empty, with the user's file mode) when the block
+    starts; writers may overwrite it by name (pyarrow, numpy). On an error the
+    temp file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, new_file_mode())
+    finally:
+        os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same dir + rename."""
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write JSON (indented, UTF-8, sorted keys) atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode())
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def canonical_digest(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def load_json(path: Path, *, max_bytes: int | None = None) -> Any:
+    """Parse a JSON file; ValueError (with the reason) for anything that is not JSON.
+
+    Deeply nested input raises ValueError too, not RecursionError, so callers
+    that catch ValueError report every malformed file the same way.
+    """
+    data = Path(path).read_bytes() if max_bytes is None else _read_capped(Path(path), max_bytes)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
+    """(object, line) of each JSON-object line of a state file, streamed.
+
+    A line that is not a JSON object (a torn write by a killed process, or
+    garbage) is logged and skipped; a missing file yields nothing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                log.warning("%s line %d: not JSON (a torn write?), ignored", path, lineno)
+                continue
+            if isinstance(row, dict):
+                yield row, line.rstrip("\n")
+
+
+def _read_capped(path: Path, max_bytes: int) -> bytes:
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"larger than {max_bytes} bytes")
+    return data
+
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "canonical_digest",
+    "current_umask",
+    "iter_jsonl",
+    "load_json",
+    "new_file_mode",
+    "sha256_file",
+]
