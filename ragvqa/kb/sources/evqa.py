@@ -9,6 +9,11 @@ over a sliding text buffer, so memory stays at one entry plus one block.
 
 ``section_titles[0]`` is the page title (the lead); ``image_section_indices[j]``
 names the section that image ``j`` belongs to.
+
+Hostile input: an entry whose fields have the wrong types (a dict or list
+where text belongs) is malformed, skipped and counted, never turned into a
+document; a value nested too deeply for Python's parser is stepped over by
+a bracket-counting scanner and counted the same way (:class:`Malformed`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import collections
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,13 @@ log = logging.getLogger(__name__)
 BLOCK_BYTES = 1 << 20  # read size; an entry may span many blocks
 MAX_ENTRY_CHARS = 1 << 29  # one entry larger than this means a corrupt file
 _WS = " \t\n\r"
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """An entry value that could not be decoded (yielded instead of the value)."""
+
+    reason: str
 
 
 class _Reader:
@@ -98,23 +111,74 @@ class _Reader:
         self.pos += 1
         return char
 
+    def _too_large(self, what: str) -> DataError:
+        return DataError(
+            f"{self.path}: byte {self.offset()}: {what} is larger than {MAX_ENTRY_CHARS} characters",
+            hint="the file is not an E-VQA KB JSON or is corrupt",
+        )
+
+    def skip_container(self, what: str) -> None:
+        """Step over the array or object at the cursor without decoding it.
+
+        Counts brackets outside strings (escapes honoured), reading more
+        blocks as needed: no recursion, so any depth works. Syntax inside
+        is not checked; the value is dropped anyway.
+        """
+        if self.skip_ws() not in ("[", "{"):
+            raise DataError(f"{self.path}: byte {self.offset()}: cannot decode {what}", hint="the file is corrupt")
+        depth, in_string, escaped = 0, False, False
+        pos = self.pos
+        while True:
+            buf = self.buf
+            while pos < len(buf):
+                char = buf[pos]
+                if in_string:
+                    if escaped:
+                        escaped = False
+                    elif char == "\\":
+                        escaped = True
+                    elif char == '"':
+                        in_string = False
+                elif char == '"':
+                    in_string = True
+                elif char in "[{":
+                    depth += 1
+                elif char in "]}":
+                    depth -= 1
+                    if depth == 0:
+                        self.pos = pos + 1
+                        return
+                pos += 1
+            if len(buf) - self.pos > MAX_ENTRY_CHARS:
+                raise self._too_large(what)
+            consumed = self.pos
+            if not self.fill():
+                raise DataError(
+                    f"{self.path}: byte {self.offset()}: the file ends inside {what}",
+                    hint="the E-VQA KB JSON is truncated or malformed; download it again",
+                )
+            pos -= consumed  # fill() dropped the consumed prefix
+
     def value(self, decoder: json.JSONDecoder, what: str) -> Any:
-        """Decode one JSON value at the cursor, reading more blocks as needed."""
+        """Decode one JSON value at the cursor, reading more blocks as needed.
+
+        A value nested too deeply for the decoder is stepped over and
+        returned as :class:`Malformed`.
+        """
         self.skip_ws()
         while True:
             try:
                 obj, end = decoder.raw_decode(self.buf, self.pos)
+            except RecursionError:
+                self.skip_container(what)
+                return Malformed("nested too deeply")
             except json.JSONDecodeError as exc:
                 # A value cut by the end of the buffer fails at (or, for a
                 # string, from its start to) the end: read one more block. Any
                 # other failure is a syntax error in the file.
                 cut = exc.pos >= len(self.buf) - 16 or exc.msg.startswith("Unterminated string")
                 if cut and len(self.buf) - self.pos > MAX_ENTRY_CHARS:
-                    raise DataError(
-                        f"{self.path}: byte {self.offset()}: {what} is larger than "
-                        f"{MAX_ENTRY_CHARS} characters",
-                        hint="the file is not an E-VQA KB JSON or is corrupt",
-                    ) from None
+                    raise self._too_large(what) from None
                 if cut and self.fill():
                     continue
                 problem = "the file ends inside" if cut else "invalid JSON in"
@@ -133,7 +197,8 @@ class _Reader:
 def iter_entries(path: Path, *, block: int = BLOCK_BYTES) -> Iterator[tuple[str, Any]]:
     """Stream ``(key, value)`` members of the top-level JSON object, in file order.
 
-    Memory: one block plus the largest entry. Raises DataError (file and byte
+    Memory: one block plus the largest entry. A value nested too deeply to
+    decode comes as :class:`Malformed`. Raises DataError (file and byte
     offset) when the file is not one JSON object, or is cut short.
     """
     reader = _Reader(path, block)
@@ -165,46 +230,72 @@ def iter_entries(path: Path, *, block: int = BLOCK_BYTES) -> Iterator[tuple[str,
         reader.close()
 
 
+def _text(value: Any, what: str) -> str:
+    """A text field: a string, or None/missing for empty; anything else is malformed."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is a {type(value).__name__}, not text")
+    return value
+
+
+def _list(value: Any, what: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is a {type(value).__name__}, not a list")
+    return value
+
+
 def entry_to_page(key: str, entry: Any) -> Page | None:
     """One E-VQA KB entry as a Page; None when it has no usable text.
 
+    Every field is type-checked: text fields must be strings (or null), list
+    fields lists, section indices integers.
+
     Raises:
-        ValueError: the entry lacks the E-VQA fields or they do not line up.
+        ValueError: the entry lacks the E-VQA fields, has a field of the wrong
+            type, or its lists do not line up.
     """
+    if isinstance(entry, Malformed):
+        raise ValueError(entry.reason)
     if not isinstance(entry, dict):
         raise ValueError("entry is not an object")
     titles = entry.get("section_titles")
     texts = entry.get("section_texts")
     if not isinstance(titles, list) or not isinstance(texts, list) or len(titles) != len(texts):
         raise ValueError("section_titles/section_texts missing or of different lengths")
-    title = entry.get("title") or (titles[0] if titles else "")
-    if not isinstance(title, str) or not title:
+    section_titles = [_text(t, f"section_titles[{i}]") for i, t in enumerate(titles)]
+    section_texts = [_text(t, f"section_texts[{i}]") for i, t in enumerate(texts)]
+    title = _text(entry.get("title"), "title") or (section_titles[0] if section_titles else "")
+    if not title:
         raise ValueError("no title")
     sections = [
-        Section(
-            index=i,
-            title=title if i == 0 else str(section_title or ""),
-            text=str(text or ""),
-            level=1 if i == 0 else 2,
-        )
-        for i, (section_title, text) in enumerate(zip(titles, texts, strict=True))
+        Section(index=i, title=title if i == 0 else section_title, text=text, level=1 if i == 0 else 2)
+        for i, (section_title, text) in enumerate(zip(section_titles, section_texts, strict=True))
     ]
+    urls = _list(entry.get("image_urls"), "image_urls")
+    where = _list(entry.get("image_section_indices"), "image_section_indices")
+    captions = [
+        _text(c, f"image_reference_descriptions[{j}]")
+        for j, c in enumerate(_list(entry.get("image_reference_descriptions"), "image_reference_descriptions"))
+    ]
+    url = _text(entry.get("url"), "url")
+    images = []
+    for j, image_url in enumerate(urls):
+        image_url = _text(image_url, f"image_urls[{j}]")
+        caption = captions[j] if j < len(captions) else ""
+        index = where[j] if j < len(where) else 0
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ValueError(f"image_section_indices[{j}] is not an integer")
+        if image_url:
+            images.append((index, image_url, caption))
     if not any(section.text.strip() for section in sections):
         return None
-    urls = entry.get("image_urls") or []
-    where = entry.get("image_section_indices") or []
-    captions = entry.get("image_reference_descriptions") or []
-    if not isinstance(urls, list) or not isinstance(where, list) or not isinstance(captions, list):
-        raise ValueError("image fields are not lists")
-    for j, url in enumerate(urls):
-        if not isinstance(url, str) or not url:
-            continue
-        index = where[j] if j < len(where) else 0
-        if not isinstance(index, int) or not 0 <= index < len(sections):
+    for index, image_url, caption in images:
+        if not 0 <= index < len(sections):
             index = 0  # an image without a valid section belongs to the page's lead
-        caption = captions[j] if j < len(captions) and isinstance(captions[j], str) else ""
-        sections[index].images.append(ImageRef(ref=url, caption=caption, kind="url"))
-    url = entry.get("url") if isinstance(entry.get("url"), str) else key
+        sections[index].images.append(ImageRef(ref=image_url, caption=caption, kind="url"))
     return Page(page_id=key, title=title, url=url or key, sections=sections)
 
 

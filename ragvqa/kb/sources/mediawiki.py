@@ -614,11 +614,21 @@ def iter_pages(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"MediaWiki dump not found: {path}", hint="check the path")
+    try:
+        compressed = _is_bz2(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the dump ({exc})", hint="check the file and its permissions") from exc
+    if path.name.lower().endswith(".bz2") and not compressed:
+        # Parsed as XML it would be reported as "malformed XML": say what is wrong.
+        raise DataError(
+            f"{path}: not a bz2 file (it does not start with the bz2 signature 'BZh')",
+            hint="the file is damaged or misnamed; download it again (check its sha1/md5)",
+        )
     if index_path is not None:
         index_path = Path(index_path)
         if not index_path.is_file():
             raise InputError(f"multistream index not found: {index_path}", hint="check the path")
-    elif _is_bz2(path):
+    elif compressed:
         index_path = find_index(path)
     workers = max(1, int(workers))
     state = {"skip": max(0, int(skip)), "limit": -1 if limit is None else max(0, int(limit))}

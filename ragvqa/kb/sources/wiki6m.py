@@ -34,30 +34,50 @@ def wikipedia_url(title: str) -> str:
     return "https://en.wikipedia.org/wiki/" + quote(title.replace(" ", "_"), safe="()_,'!-.:/")
 
 
+def _text(record: dict, key: str) -> str | None:
+    """A text field: a string or None; any other type makes the record malformed."""
+    value = record.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{key} is a {type(value).__name__}, not text")
+    return value
+
+
 def record_to_page(record: Any) -> Page | None:
     """One Wiki6M record as a Page; None when it has no content.
 
     Raises:
-        ValueError: the record lacks ``wikipedia_title`` or has wrong types.
+        ValueError: the record lacks ``wikipedia_title`` or a field has the
+            wrong type (a dict or list where text belongs).
     """
     if not isinstance(record, dict):
         raise ValueError("line is not a JSON object")
-    title = record.get("wikipedia_title")
-    content = record.get("wikipedia_content")
-    if not isinstance(title, str) or not title.strip():
+    title = _text(record, "wikipedia_title")
+    if not title or not title.strip():
         raise ValueError("no wikipedia_title")
+    content = _text(record, "wikipedia_content")
+    summary = _text(record, "wikipedia_summary")
+    image_url = _text(record, "wikipedia_image_url")
+    page_id = record.get("wikidata_id")
+    if isinstance(page_id, bool) or (page_id is not None and not isinstance(page_id, (str, int))):
+        raise ValueError("wikidata_id is not an id")
     if content is None:
-        content = record.get("wikipedia_summary") or ""
-    if not isinstance(content, str):
-        raise ValueError("wikipedia_content is not a string")
+        content = summary or ""
     if not content.strip():
         return None
-    image_url = record.get("wikipedia_image_url")
-    image = ImageRef(ref=image_url, kind="url") if isinstance(image_url, str) and image_url else None
-    page_id = record.get("wikidata_id")
+    image = ImageRef(ref=image_url, kind="url") if image_url else None
     page_id = str(page_id) if page_id else title
     section = Section(index=0, title=title, text=content, level=1)
     return Page(page_id=page_id, title=title, url=wikipedia_url(title), sections=[section], page_image=image)
+
+
+def _parse_line(raw: bytes) -> tuple[Page | None, str | None]:
+    """(page or None when empty, None) for a good line; (None, why) for a bad one."""
+    try:
+        return record_to_page(json.loads(raw)), None
+    except RecursionError:
+        return None, "nested too deeply"
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        return None, (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _open(path: Path):
@@ -122,10 +142,8 @@ def iter_pages(
             start, offset = offset, offset + len(raw)
             if not raw.strip():
                 continue
-            try:
-                record = json.loads(raw)
-                page = record_to_page(record)
-            except (ValueError, UnicodeDecodeError) as exc:
+            page, problem = _parse_line(raw)
+            if problem is not None:
                 if passed < skip and seen_record:
                     continue  # passed over (counted by the run that yielded it)
                 bad_run += 1
@@ -133,11 +151,11 @@ def iter_pages(
                 if not seen_record or bad_run >= MAX_BAD_RUN:
                     raise DataError(
                         f"{path}: line {line_no} (byte {start}): invalid Wiki6M JSON line "
-                        f"({str(exc).splitlines()[0][:200]})",
+                        f"({problem})",
                         hint="expected one JSON object per line with wikipedia_title and wikipedia_content",
                     ) from None
                 counts["skipped_malformed"] += 1
-                log.warning("%s: line %d (byte %d): skipped (%s)", path, line_no, start, exc)
+                log.warning("%s: line %d (byte %d): skipped (%s)", path, line_no, start, problem)
                 continue
             bad_run = 0
             seen_record = True
