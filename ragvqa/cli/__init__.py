@@ -31,6 +31,7 @@ COMMANDS = [
     "score",
     "demo",
     "convert",
+    "train",
 ]
 
 

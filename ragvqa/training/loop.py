@@ -1,0 +1,453 @@
+"""The training run: :func:`train` ties data, model, loss, checkpoints and evaluation together.
+
+One optimiser step = ``grad_accum`` micro-steps; in each, every process
+encodes its slice of the micro-batch's queries and positive passages with the
+one shared encoder, the symmetric InfoNCE runs over the whole micro-batch
+(embeddings gathered across processes), and the loss / grad_accum is
+back-propagated (DDP all-reduces gradients on the last micro-step only). Then
+the gradient norm is clipped, Adam steps with the scheduled learning rate.
+
+Files in the run directory ``OUT``::
+
+    train_config.json   the settings; a rerun must match them to resume
+    metrics.jsonl       training and evaluation records (ragvqa.training.metrics)
+    checkpoints/step-NNNNNNNN/   atomic, resumable checkpoints (ragvqa.training.checkpoints)
+    config.json, model.safetensors, tokenizer files   the trained model (``--retriever ret2:OUT``)
+    summary.json        counts, first and last recall, throughput, peak memory
+    training.png        loss and recall curves
+
+A rerun of the same command after a crash or a kill resumes from the newest
+checkpoint and ends with the same weights and metrics as an uninterrupted
+run: batches are a pure function of (seed, step), the optimiser state and
+every process's RNG state are restored, and evaluation uses no randomness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import resource
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ragvqa.errors import InputError, ModelError
+from ragvqa.training import distributed as dist_util
+from ragvqa.training.batching import BatchPlan
+from ragvqa.training.checkpoints import (
+    CHECKPOINTS_DIR,
+    latest_checkpoint,
+    load_trainer_state,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from ragvqa.training.collate import Collator, to_device
+from ragvqa.training.config import TrainConfig
+from ragvqa.training.data import TrainingData, read_kb_pairs, read_m2kr, summarize_counts
+from ragvqa.training.evaluate import recall_at_k
+from ragvqa.training.init import (
+    _tokenizer_from,
+    enable_gradient_checkpointing,
+    load_initial,
+    parse_init,
+    set_backbones_frozen,
+    trainable_backbones,
+)
+from ragvqa.training.loss import contrastive_loss
+from ragvqa.training.metrics import METRICS_FILE, PLOT_FILE, MetricsLog, plot_metrics, read_metrics
+from ragvqa.training.optim import build_optimizer, lr_factor, set_lr
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "train_config.json"
+SUMMARY_FILE = "summary.json"
+# What a finished run leaves at the top of OUT besides the model files (removed by --force).
+_RUN_OUTPUTS = (RUN_FILE, SUMMARY_FILE, METRICS_FILE, PLOT_FILE, CHECKPOINTS_DIR, "init-converted", "init-tokenizer")
+
+
+class PairEncoder(nn.Module):
+    """The shared encoder applied to both sides in one forward call (what DDP wraps)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, queries: dict[str, torch.Tensor], documents: dict[str, torch.Tensor]):
+        """-> (queries (n, D), documents (n, D)) embeddings, not normalised."""
+        return self.model(**queries).embedding, self.model(**documents).embedding
+
+
+class MicroBatches(torch.utils.data.Dataset):
+    """Item k: this process's inputs for the k-th micro-step after ``start_step``.
+
+    Pure function of k (the batch plan), so data-loader workers may build
+    items in any order and a resumed run starts at its step.
+    """
+
+    def __init__(self, plan: BatchPlan, data: TrainingData, collator: Collator, rank: int,
+                 start_step: int, total_steps: int) -> None:
+        self.plan, self.data, self.collator, self.rank = plan, data, collator, rank
+        self.start_step, self.total_steps = start_step, total_steps
+
+    def __len__(self) -> int:
+        return (self.total_steps - self.start_step) * self.plan.grad_accum
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        step, micro = divmod(k, self.plan.grad_accum)
+        step += self.start_step
+        pairs = self.plan.micro_batch(step, micro)
+        local = pairs[self.plan.local_slice(self.rank)]
+        queries = [self.data.train[p.example] for p in local]
+        docs = [self.data.passages[p.passage] for p in local]
+        q_in, q_counts = self.collator([q.text for q in queries], [q.image for q in queries])
+        d_in, d_counts = self.collator([d.text for d in docs], [d.image for d in docs])
+        return {"step": step, "micro": micro, "queries": q_in, "documents": d_in,
+                "positives": self.plan.positive_mask(pairs), "counts": dict(q_counts + d_counts)}
+
+
+# ---------------------------------------------------------------------------
+# run directory
+
+
+def _prepare_out(config: TrainConfig, force: bool, env: dist_util.DistEnv) -> bool:
+    """Check (or start) the run directory; returns True when OUT holds a run to continue."""
+    out = Path(config.out_dir)
+    run_file = out / RUN_FILE
+    resuming = False
+    if env.is_main:
+        if force and run_file.is_file():
+            for name in (*_RUN_OUTPUTS, "config.json", "model.safetensors"):
+                path = out / name
+                if path.is_dir():
+                    shutil.rmtree(path)
+                elif path.exists():
+                    path.unlink()
+        if run_file.is_file():
+            previous = json.loads(run_file.read_text())
+            diff = _differences(previous.get("resume_key", {}), config.resume_key())
+            if diff:
+                raise InputError(
+                    f"{out} holds a training run with other settings ({diff})",
+                    hint="rerun with the same settings to resume, pass --force to start over, or use another --out",
+                )
+            resuming = True
+        elif out.exists() and any(out.iterdir()):
+            raise InputError(
+                f"{out} is not empty and holds no ragvqa training run",
+                hint="pass a new or empty --out directory",
+            )
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = run_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"config": config.to_dict(), "resume_key": config.resume_key()},
+                                      indent=2, sort_keys=True) + "\n")
+            tmp.replace(run_file)
+    resuming = dist_util.broadcast_object(resuming, env)
+    dist_util.barrier(env)
+    return resuming
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return "; ".join(f"{k}: {old.get(k)!r} then, {new.get(k)!r} now" for k in keys[:4])
+
+
+def _read_data(config: TrainConfig, instruction: str) -> TrainingData:
+    d = config.data
+    common = dict(eval_fraction=config.eval_fraction, eval_pool=config.eval_pool, seed=config.seed)
+    if d.get("kind") == "m2kr":
+        return read_m2kr(d["queries"], d["passages"], image_root=d.get("image_root"),
+                         eval_queries=d.get("eval_queries"), default_instruction=instruction, **common)
+    if d.get("kind") == "kb":
+        return read_kb_pairs(d["kb"], d["pairs"], image_root=d.get("image_root"),
+                             eval_pairs=d.get("eval_pairs"), instruction=instruction, **common)
+    raise InputError(f"unknown training data kind {d.get('kind')!r}", hint="use M2KR files or --kb with --pairs")
+
+
+def _peak_memory_mib(device: torch.device) -> dict[str, float]:
+    out = {"cpu_max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        out["gpu_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
+
+
+def _rng_state(env: dist_util.DistEnv) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if env.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(env.device)
+    return state
+
+
+def _set_rng_state(states: list[dict[str, torch.Tensor]], env: dist_util.DistEnv, seed: int) -> None:
+    if env.rank >= len(states):
+        logger.warning("the checkpoint has no RNG state for process %d (fewer processes then): reseeding", env.rank)
+        torch.manual_seed(seed + env.rank)
+        return
+    torch.set_rng_state(states[env.rank]["torch"])
+    if env.device.type == "cuda" and "cuda" in states[env.rank]:
+        torch.cuda.set_rng_state(states[env.rank]["cuda"], env.device)
+
+
+# ---------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the summary (also written to OUT/summary.json).
+
+    Under ``torchrun`` every process calls this; only rank 0 writes files.
+    """
+    env = dist_util.setup(config.device)
+    try:
+        return _train(config, env, force)
+    finally:
+        dist_util.teardown(env)
+
+
+def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str, Any]:
+    out = Path(config.out_dir)
+    kind, arg = parse_init(config.init)
+    if kind == "ret2" and Path(arg).expanduser().resolve() == out.expanduser().resolve():
+        raise InputError("--init and --out are the same directory", hint="write the new run to another --out")
+    resuming = _prepare_out(config, force, env)
+    summary_path = out / SUMMARY_FILE
+    if resuming and summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("status") == "complete":
+            if env.is_main:
+                print(f"{out} is already trained ({summary.get('steps')} steps); nothing to do", file=sys.stderr)
+            return summary
+
+    latest = latest_checkpoint(out) if resuming else None
+    if latest is not None:
+        model, _ = _load_checkpoint_model(latest[1])
+        tokenizer = _tokenizer_from(latest[1])
+        init_info = json.loads((out / RUN_FILE).read_text()).get("init_info", {})
+    else:
+        if env.is_main or not env.distributed:
+            model, tokenizer, init_info = load_initial(config.init, work_dir=out, seed=config.seed)
+        dist_util.barrier(env)  # rank 0 converts an official checkpoint once; the others reuse it
+        if not env.is_main:
+            model, tokenizer, init_info = load_initial(config.init, work_dir=out, seed=config.seed)
+        if env.is_main:
+            run = json.loads((out / RUN_FILE).read_text())
+            run["init_info"] = init_info
+            (out / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True, default=str) + "\n")
+    if config.freeze_backbones is not None:
+        set_backbones_frozen(model, config.freeze_backbones)
+    checkpointing = config.gradient_checkpointing
+    if checkpointing is None:
+        checkpointing = bool(trainable_backbones(model))
+    if checkpointing:
+        enable_gradient_checkpointing(model)
+    model.to(env.device).train()
+
+    data = _read_data(config, model.config.instruction)
+    if env.is_main:
+        print(f"data: {summarize_counts(data.counts)}", file=sys.stderr)
+    plan = BatchPlan(data.train, config.batch_size, config.grad_accum, env.world_size, config.seed)
+    total = plan.steps_for_epochs(config.epochs) if config.epochs > 0 else config.steps
+    optimizer = build_optimizer(model, config)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    start_step, counts, elapsed_before = 0, Counter(), 0.0
+    if latest is not None:
+        state = load_trainer_state(latest[1])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step = int(state["step"])
+        counts.update(state.get("counts", {}))
+        elapsed_before = float(state.get("elapsed_s", 0.0))
+        _set_rng_state(state["rng"], env, config.seed)
+        if env.is_main:
+            print(f"resuming from {latest[1]} (step {start_step} of {total})", file=sys.stderr)
+    else:
+        torch.manual_seed(config.seed + env.rank)  # this process's dropout stream
+
+    if env.distributed:
+        wrapped: nn.Module = nn.parallel.DistributedDataParallel(
+            PairEncoder(model), device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            broadcast_buffers=False,
+        )
+    else:
+        wrapped = PairEncoder(model)
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and env.device.type == "cuda")
+    if use_bf16 and env.device.type != "cuda":
+        raise InputError("bf16 autocast is for CUDA GPUs", hint="use --precision fp32 on the CPU")
+
+    collator = Collator(tokenizer, model.config)
+    metrics = MetricsLog(out / METRICS_FILE, keep_until=start_step if latest is not None else None) if env.is_main else None
+    eval_queries = data.eval[: config.eval_max_queries]
+    eval_batch = max(8, plan.local_size)
+
+    def evaluate(step: int) -> dict[str, Any] | None:
+        if not eval_queries:
+            return None
+        result = None
+        if env.is_main:
+            result = recall_at_k(model, collator, eval_queries, data.passages, data.eval_pool, config.eval_ks,
+                                 device=env.device, batch_size=eval_batch, autocast=use_bf16)
+            record = {"type": "eval", "step": step, **result}
+            assert metrics is not None
+            metrics.write(record)
+            shown = ", ".join(f"{k} {result[k]:.3f}" for k in result if k.startswith("recall@"))
+            _say(f"eval at step {step}: {shown} ({result['queries']} queries, pool {result['pool']})", env)
+        model.train()
+        dist_util.barrier(env)
+        return result
+
+    if latest is None:
+        evaluate(0)
+
+    loader = torch.utils.data.DataLoader(
+        MicroBatches(plan, data, collator, env.rank, start_step, total),
+        batch_size=None,
+        num_workers=config.num_workers,
+        # A generator of its own: the loader must not draw from the global RNG
+        # (that would shift dropout between a resumed and an uninterrupted run).
+        generator=torch.Generator().manual_seed(config.seed),
+        pin_memory=env.device.type == "cuda",
+        prefetch_factor=4 if config.num_workers else None,
+        persistent_workers=False,
+    )
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=start_step, unit="step", desc="train", dynamic_ncols=True,
+               disable=not (config.progress and env.is_main), file=sys.stderr)
+    t0 = time.perf_counter()
+    interval_start, interval_loss, interval_correct, interval_n, interval_steps = t0, 0.0, 0.0, 0.0, 0
+    batches = iter(loader)
+    for step in range(start_step, total):
+        lr = set_lr(optimizer, lr_factor(step, total, config.warmup_steps, config.schedule))
+        step_loss, correct, seen = 0.0, 0, 0
+        for micro in range(config.grad_accum):
+            item = next(batches)
+            counts.update(item["counts"])
+            q_in, d_in = to_device(item["queries"], env.device), to_device(item["documents"], env.device)
+            last = micro == config.grad_accum - 1
+            sync = wrapped.no_sync() if env.distributed and not last else contextlib.nullcontext()
+            with sync:
+                ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+                with ctx:
+                    q_emb, d_emb = wrapped(q_in, d_in)
+                result = contrastive_loss(q_emb, d_emb, item["positives"], temperature=config.temperature,
+                                          symmetric=config.symmetric, group=env.gather_group)
+                (result.loss / config.grad_accum).backward()
+            step_loss += float(result.loss.detach()) / config.grad_accum
+            correct += int(result.correct.sum())
+            seen += int(result.correct.numel())
+        max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        (loss_mean,) = dist_util.mean_over_processes([step_loss], env)
+        correct_all, seen_all = dist_util.sum_over_processes([correct, seen], env)
+        if not math.isfinite(loss_mean):
+            raise ModelError(
+                f"the loss became {loss_mean} at step {step + 1}",
+                hint="lower --lr or keep the backbones frozen; the last checkpoint is intact",
+            )
+        done = step + 1
+        interval_loss += loss_mean
+        interval_correct += correct_all
+        interval_n += seen_all
+        interval_steps += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{lr:.2e}", refresh=False)
+        if done % config.log_every == 0 or done == total:
+            now = time.perf_counter()
+            if metrics is not None:
+                metrics.write({
+                    "type": "train", "step": done, "epoch": plan.epoch_of(step),
+                    "loss": interval_loss / interval_steps,
+                    "batch_recall@1": interval_correct / max(1.0, interval_n),
+                    "lr": lr, "grad_norm": grad_norm,
+                    "steps_per_s": round(interval_steps / max(1e-9, now - interval_start), 4),
+                    "elapsed_s": round(elapsed_before + now - t0, 3),
+                })
+            interval_start, interval_loss, interval_correct, interval_n, interval_steps = now, 0.0, 0.0, 0.0, 0
+        if (config.eval_every and done % config.eval_every == 0) or done == total:
+            evaluate(done)  # before the checkpoint: a run resumed from it keeps this record
+        if done % config.checkpoint_every == 0 or done == total:
+            rng = dist_util.gather_objects(_rng_state(env), env)
+            all_counts = dist_util.gather_objects(dict(counts), env)
+            if env.is_main:
+                merged: Counter = Counter()
+                for c in all_counts:
+                    merged.update(c)
+                state = {"step": done, "optimizer": optimizer.state_dict(), "rng": rng,
+                         "counts": dict(counts), "counts_all": dict(merged), "world_size": env.world_size,
+                         "elapsed_s": elapsed_before + time.perf_counter() - t0}
+                path = save_checkpoint(out, done, model, tokenizer, state,
+                                       {"epoch": plan.epoch_of(step), "total_steps": total, "loss": loss_mean})
+                prune_checkpoints(out, config.keep_checkpoints)
+                _say(f"checkpoint step {done} saved: {path}", env, bar)
+            dist_util.barrier(env)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+
+    summary: dict[str, Any] = {}
+    if env.is_main:
+        from ragvqa.retriever.checkpoint import save_pretrained
+
+        model.eval()
+        save_pretrained(model, out, tokenizer=tokenizer)
+        records = read_metrics(out / METRICS_FILE)
+        evals = [r for r in records if r.get("type") == "eval"]
+        final_eval = evals[-1] if evals and evals[-1]["step"] == total else None
+        all_counts = Counter()
+        for c in dist_util.gather_objects(dict(counts), env):
+            all_counts.update(c)
+        summary = {
+            "status": "complete",
+            "steps": total,
+            "batch_size": config.batch_size,
+            "world_size": env.world_size,
+            "device": str(env.device),
+            "precision": "bf16" if use_bf16 else "fp32",
+            "init": init_info,
+            "data": data.describe,
+            "data_counts": dict(data.counts),
+            "batch_counts": dict(all_counts),
+            "first_eval": evals[0] if evals else None,
+            "final_eval": final_eval,
+            "final_loss": next((r["loss"] for r in reversed(records) if r.get("type") == "train"), None),
+            "seconds_this_session": round(elapsed, 2),
+            "steps_per_s_this_session": round((total - start_step) / max(elapsed, 1e-9), 4),
+            "peak_memory": _peak_memory_mib(env.device),
+            "model_dir": str(out),
+        }
+        plot = plot_metrics(records, out / PLOT_FILE)
+        summary["plot"] = str(plot) if plot else None
+        tmp = summary_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.replace(summary_path)
+        assert metrics is not None
+        metrics.close()
+    else:
+        dist_util.gather_objects(dict(counts), env)
+    dist_util.barrier(env)
+    return summary
+
+
+def _load_checkpoint_model(directory: Path):
+    from ragvqa.retriever.checkpoint import load_ret2
+
+    model, directory = load_ret2(directory)
+    return model, directory
+
+
+def _say(message: str, env: dist_util.DistEnv, bar: Any = None) -> None:
+    """A line for the person watching (rank 0), printed above the progress bar."""
+    if not env.is_main:
+        return
+    if bar is not None and not bar.disable:
+        bar.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr, flush=True)
