@@ -32,18 +32,17 @@ import bz2
 import collections
 import itertools
 import logging
-import multiprocessing
 import re
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ragvqa.errors import DataError, InputError
+from ragvqa.kb.procpool import worker_pool
 from ragvqa.kb.wikitext import parse_wikitext
 from ragvqa.types import Page
 
@@ -480,21 +479,6 @@ def _read_header(path: Path) -> _Namespaces:
 # --- ordered parallel map -------------------------------------------------------------------
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
-    # "fork" starts fastest and needs no `if __name__ == "__main__"` guard in the caller's
-    # script; it is only safe while this process runs a single Python thread, otherwise use
-    # "forkserver" (workers forked from a clean server process; needs the guard).
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        method = "fork"
-    elif "forkserver" in methods:
-        method = "forkserver"
-    else:
-        method = "spawn"
-    context = multiprocessing.get_context(method)
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
-
-
 def _ordered_map(
     fn: Callable[..., list[Any]], tasks: Iterable[tuple[Any, ...]], workers: int, where: Path
 ) -> Iterator[list[Any]]:
@@ -507,7 +491,7 @@ def _ordered_map(
         for task in tasks:
             yield _raise_task_error(fn(*task))
         return
-    executor = _pool(workers)
+    executor = worker_pool(workers)  # workers die with this process, even by SIGKILL
     pending: collections.deque[Future[list[Any]]] = collections.deque()
     try:
         iterator = iter(tasks)
