@@ -17,7 +17,14 @@ from ragvqa.kb.build import build_kb
 from ragvqa.kb.sources import evqa, mediawiki, wiki6m
 from ragvqa.kb.store import KnowledgeBase
 
-from .conftest import EVQA_ENTRIES, MW_PAGES, WIKI6M_RECORDS, write_evqa, write_mediawiki, write_wiki6m
+from .conftest import (
+    EVQA_ENTRIES,
+    MW_PAGES,
+    WIKI6M_RECORDS,
+    write_evqa,
+    write_mediawiki,
+    write_wiki6m,
+)
 
 DEEP = 100_000  # far beyond Python's recursion limit
 

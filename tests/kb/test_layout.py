@@ -83,7 +83,7 @@ def test_manifest_is_read_once_per_object(built):
     assert kb.manifest is first and kb.require_finished() is first and kb.num_documents > 0
     assert kb.build_command().startswith("ragvqa build-kb --wiki ")
     with pytest.raises(KnowledgeBaseError, match="not a knowledge base"):
-        KBDir(built).manifest  # a new object reads the directory again
+        KBDir(built).require_built()  # a new object reads the directory again
     (built / "moved.json").rename(built / "manifest.json")
     kb.reload()
     assert kb.manifest == first and kb.manifest is not first

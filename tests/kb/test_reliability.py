@@ -6,6 +6,7 @@ a rerun resumes; nothing is left running after a SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -146,10 +147,8 @@ def test_sigkill_of_build_kb_with_workers_leaves_no_process(tmp_path, big_dump, 
         assert not left, f"still running after the parent was killed: {left}"
     finally:
         for pid in session_processes(sid, proc.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if proc.poll() is None:
             proc.kill()
 
