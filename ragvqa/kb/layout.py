@@ -221,18 +221,20 @@ class KBDir:
 
     def embed_command(self, spec: str | None = None, *, force: bool = False) -> str:
         """The ``ragvqa embed`` command, with the recorded retriever when it is known."""
-        if spec is None and self._embeddings_manifest is not None:
-            spec = spec_of(self._embeddings_manifest.get("retriever"))
+        if spec is None:
+            spec = spec_of(self._quiet(lambda: self.embeddings_manifest).get("retriever"))
         return f"ragvqa embed {self.root} --retriever {spec or 'SPEC'}" + (" --force" if force else "")
 
+    @staticmethod
+    def _quiet(read: Any) -> dict[str, Any]:
+        """``read()`` if it succeeds, else {} (for composing hints: never raises)."""
+        try:
+            return read()
+        except KnowledgeBaseError:
+            return {}
+
     def _quiet_manifest(self) -> dict[str, Any]:
-        """The manifest if it can be read, else {} (for composing hints, never raises)."""
-        if self._manifest is None:
-            try:
-                return self.manifest
-            except KnowledgeBaseError:
-                return {}
-        return self._manifest
+        return self._quiet(lambda: self.manifest)
 
     @contextlib.contextmanager
     def writing(self, rerun: str) -> Iterator[None]:
@@ -278,6 +280,12 @@ class KBDir:
                 manifest is not a JSON object.
         """
         if self._manifest is None:
+            if not self.root.is_dir():
+                raise KnowledgeBaseError(
+                    f"knowledge base directory not found: {self.root}",
+                    hint=f"build one with: ragvqa build-kb --wiki PATH --out {self.root} "
+                    "(or ragvqa build-kb --sample --out data/kb/sample --retriever text:minilm)",
+                )
             if not self.manifest_path.is_file():
                 raise KnowledgeBaseError(
                     f"{self.root} is not a knowledge base (no {MANIFEST})",

@@ -31,6 +31,10 @@ def built(tmp_path, sample_kb):
 def test_completeness_checks_name_the_command(tmp_path, built):
     with pytest.raises(KnowledgeBaseError) as exc:
         KBDir(tmp_path / "nothing").require_finished()
+    assert "not found" in one_line(exc) and "ragvqa build-kb" in one_line(exc)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(KnowledgeBaseError) as exc:
+        KBDir(tmp_path / "empty").require_finished()
     assert "not a knowledge base" in one_line(exc) and "ragvqa build-kb" in one_line(exc)
 
     manifest = json.loads((built / "manifest.json").read_text())
