@@ -93,7 +93,7 @@ def naive_attention_forward(self, query, tokens, mask):
     v = F.linear(tokens, w_v).view(B, N, H, hd).transpose(1, 2)
     attn_mask = None if mask is None else mask[:, None, None, :]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, 1, hd)
-    return self.out_proj(out.reshape(B, d))
+    return self.out_proj(out.reshape(*query.shape))  # (B, 1, d) state token(s), or (B, d)
 
 
 def time_interleaved(fns: dict, repeats: int) -> dict[str, dict[str, float]]:

@@ -1,12 +1,19 @@
 """``ragvqa convert``: turn official checkpoints into ragvqa's formats.
 
-    ragvqa convert ret2 SRC OUT_DIR [--key-map RULES.json] [--tokenizer PATH_OR_ID]
+    ragvqa convert ret2 SRC OUT_DIR [--verify IO.safetensors] [--key-map RULES.json]
+                   [--tokenizer PATH_OR_ID] [--image-processor PATH_OR_ID] [--ignore-field NAME]
 
 SRC is a local directory or a hub id of an official ReT-code checkpoint
-(config.json + safetensors). The keys are renamed through the table in
-ragvqa.retriever.checkpoint.OFFICIAL_KEY_MAP (plus any --key-map rules, a JSON
-list of [regex, replacement] pairs tried first), loaded strictly, and saved as
-config.json + model.safetensors + tokenizer files. Prints a JSON summary.
+(config.json + safetensors, transformers-4 or -5 key nesting). Every config
+field is read (ragvqa.retriever.official); the keys are renamed through
+OFFICIAL_KEY_MAP (plus any --key-map rules, a JSON list of [regex,
+replacement] pairs tried first), loaded strictly, and saved as config.json +
+model.safetensors + tokenizer files. Prints a JSON summary.
+
+--verify IO.safetensors loads the converted checkpoint back, runs it on the
+reference inputs in the file and compares with the official outputs there
+(``{"verify": {"query": {"max_abs": ...}, "passage": {...}}}``); the exit
+status is 0 when every max_abs is at most 1e-4, else 2.
 
 Each target is one ``_add_<target>(subparsers)`` function listed in
 CONVERTERS; adding a target (e.g. ``bem``) is one more function there.
@@ -29,13 +36,21 @@ def _add_ret2(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("src", help="official checkpoint: local dir or hub id OWNER/NAME")
     parser.add_argument("out_dir", type=Path, help="output directory (config.json + model.safetensors)")
     parser.add_argument("--key-map", type=Path, help="JSON list of [regex, replacement] rules tried before the built-in table")
-    parser.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the source's, or the CLIP BPE for CLIP)")
+    parser.add_argument("--tokenizer", help="tokenizer dir or hub id (default: the source's, the official config's "
+                        "text backbone name, or the OpenAI CLIP BPE for CLIP)")
+    parser.add_argument("--image-processor", help="dir or hub id with the backbone's preprocessor_config.json "
+                        "(default: the source's, the official config's vision backbone name, or CLIP defaults)")
+    parser.add_argument("--ignore-field", action="append", default=[], metavar="NAME",
+                        help="accept an official config field ragvqa does not know (after checking it does nothing "
+                        "at inference); repeatable")
+    parser.add_argument("--verify", type=Path, metavar="IO.safetensors",
+                        help="reference inputs and official outputs: compare the converted model with them")
     parser.set_defaults(func=_run_ret2)
 
 
 def _run_ret2(args: argparse.Namespace) -> int:
     from ragvqa.errors import InputError
-    from ragvqa.retriever.checkpoint import convert_official
+    from ragvqa.retriever.official import convert_official
 
     rules: list[tuple[str, str]] = []
     if args.key_map:
@@ -48,8 +63,18 @@ def _run_ret2(args: argparse.Namespace) -> int:
             raise InputError(
                 f"key map {args.key_map} is not a JSON list of [regex, replacement] pairs ({exc})"
             ) from exc
-    summary = convert_official(args.src, args.out_dir, key_map=rules, tokenizer_source=args.tokenizer)
+    summary = convert_official(
+        args.src,
+        args.out_dir,
+        key_map=rules,
+        tokenizer_source=args.tokenizer,
+        image_processor_source=args.image_processor,
+        ignore_fields=args.ignore_field,
+        verify=args.verify,
+    )
     print(json.dumps(summary, indent=2))
+    if "verify" in summary and not summary["verify"]["ok"]:
+        return 2
     return 0
 
 

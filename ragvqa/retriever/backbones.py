@@ -9,6 +9,12 @@ encoder needs from it (ret2.md, steps 1 and 5):
   text tower (ColBERTv2) the [CLS] state through a learnable linear projection;
 - a token mask (B, N), True for real tokens (text padding, SigLIP2 patch padding).
 
+With ``heads=False`` (checkpoints of the official ReT code, which has no
+global-feature term) a tower is the model class transformers' ``AutoModel``
+builds for the config, as the official code builds it: ``CLIPTextModel`` /
+``CLIPVisionModel`` without projection heads, ``BertModel`` with its pooler;
+``pooled`` is then None.
+
 Supported ``model_type`` values: text ``clip_text_model`` (CLIP and OpenCLIP
 in transformers format), ``siglip_text_model`` (SigLIP and the fixed-resolution
 SigLIP2 checkpoints), ``siglip2_text_model``, ``bert`` (ColBERTv2's BERT);
@@ -42,12 +48,12 @@ class TowerOutput:
 
     Attributes:
         layers: the kept hidden states, one per recurrent step, each (B, N, width).
-        pooled: global embedding in the joint space, (B, output_dim).
+        pooled: global embedding in the joint space, (B, output_dim); None for a tower without heads.
         mask: (B, N) bool, True where a token is real; None when all are.
     """
 
     layers: list[torch.Tensor]
-    pooled: torch.Tensor
+    pooled: torch.Tensor | None
     mask: torch.Tensor | None
 
 
@@ -72,9 +78,16 @@ def backbone_config_dict(config: Any) -> dict[str, Any]:
     return data
 
 
-def _model_class(model_type: str):
+def _model_class(model_type: str, heads: bool = True):
     import transformers
 
+    if not heads:  # what AutoModel.from_config gives (the official ReT code's towers)
+        bare = {
+            "clip_text_model": transformers.CLIPTextModel,
+            "clip_vision_model": transformers.CLIPVisionModel,
+        }
+        if model_type in bare:
+            return bare[model_type]
     classes = {
         "clip_text_model": transformers.CLIPTextModelWithProjection,
         "siglip_text_model": transformers.SiglipTextModel,
@@ -94,15 +107,25 @@ class TextTower(nn.Module):
         backbone: transformers config dict of the text model.
         layers: hidden_states indices to keep (one per recurrent step).
         projection_dim: output size of the extra projection of a BERT tower.
+        heads: build the pooling/projection heads that make ``pooled``
+            (False: the bare AutoModel class, ``pooled`` is None).
     """
 
-    def __init__(self, backbone: dict[str, Any], layers: tuple[int, ...], projection_dim: int = 0) -> None:
+    def __init__(
+        self, backbone: dict[str, Any], layers: tuple[int, ...], projection_dim: int = 0, heads: bool = True
+    ) -> None:
         super().__init__()
         self.model_type = backbone["model_type"]
         self.layers = tuple(layers)
+        self.heads = heads
         hf_config = _hf_config(backbone)
-        cls = _model_class(self.model_type)
-        if self.model_type == "bert":
+        cls = _model_class(self.model_type, heads)
+        if not heads:
+            # BertModel keeps its pooler, as AutoModel.from_config builds it.
+            self.model = cls(hf_config)
+            self.projection = None
+            self.output_dim = 0
+        elif self.model_type == "bert":
             self.model = cls(hf_config, add_pooling_layer=False)
             if projection_dim <= 0:
                 raise ModelError(
@@ -114,7 +137,8 @@ class TextTower(nn.Module):
         else:
             self.model = cls(hf_config)
             self.projection = None
-        self.output_dim = self._output_dim(hf_config, projection_dim)
+        if heads:
+            self.output_dim = self._output_dim(hf_config, projection_dim)
 
     def _output_dim(self, hf_config: Any, projection_dim: int) -> int:
         if self.model_type == "clip_text_model":
@@ -125,6 +149,8 @@ class TextTower(nn.Module):
 
     def pooling_modules(self) -> list[nn.Module]:
         """The layers that make the global embedding (trainable when ``train_pooling``)."""
+        if not self.heads:
+            return []
         if self.model_type == "clip_text_model":
             return [self.model.text_projection]
         if self.model_type in ("siglip_text_model", "siglip2_text_model"):
@@ -135,7 +161,9 @@ class TextTower(nn.Module):
         """input_ids, attention_mask: (B, T) -> TowerOutput with layers (B, T, width)."""
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         hidden = out.hidden_states  # tuple of depth + 1 tensors, each (B, T, width)
-        if self.model_type == "clip_text_model":
+        if not self.heads:
+            pooled = None
+        elif self.model_type == "clip_text_model":
             pooled = out.text_embeds  # (B, projection_dim): projected EOS state
         elif self.model_type == "bert":
             pooled = self.projection(out.last_hidden_state[:, 0])  # (B, projection_dim): [CLS]
@@ -150,15 +178,20 @@ class VisionTower(nn.Module):
     Args:
         backbone: transformers config dict of the vision model.
         layers: hidden_states indices to keep (one per recurrent step).
+        heads: build the projection / pooling head (False: the bare AutoModel
+            class, ``pooled`` is None).
     """
 
-    def __init__(self, backbone: dict[str, Any], layers: tuple[int, ...]) -> None:
+    def __init__(self, backbone: dict[str, Any], layers: tuple[int, ...], heads: bool = True) -> None:
         super().__init__()
         self.model_type = backbone["model_type"]
         self.layers = tuple(layers)
+        self.heads = heads
         hf_config = _hf_config(backbone)
-        self.model = _model_class(self.model_type)(hf_config)
-        if self.model_type == "clip_vision_model":
+        self.model = _model_class(self.model_type, heads)(hf_config)
+        if not heads:
+            self.output_dim = 0
+        elif self.model_type == "clip_vision_model":
             self.output_dim = int(hf_config.projection_dim)
         else:
             if not getattr(hf_config, "vision_use_head", True):
@@ -170,6 +203,8 @@ class VisionTower(nn.Module):
 
     def pooling_modules(self) -> list[nn.Module]:
         """The layers that make the global embedding (trainable when ``train_pooling``)."""
+        if not self.heads:
+            return []
         if self.model_type == "clip_vision_model":
             return [self.model.visual_projection]
         return [self.model.head]
@@ -196,7 +231,12 @@ class VisionTower(nn.Module):
             out = self.model(pixel_values=pixel_values, output_hidden_states=True)
             mask = None
         hidden = out.hidden_states  # tuple of depth + 1 tensors, each (B, N, width)
-        pooled = out.image_embeds if self.model_type == "clip_vision_model" else out.pooler_output
+        if not self.heads:
+            pooled = None
+        elif self.model_type == "clip_vision_model":
+            pooled = out.image_embeds  # (B, projection_dim)
+        else:
+            pooled = out.pooler_output
         return TowerOutput([hidden[i] for i in self.layers], pooled, mask)
 
 
@@ -207,8 +247,8 @@ def load_pretrained_backbone(tower: nn.Module, source: str, *, local_files_only:
     model classes' ``base_model_prefix`` picks the tower's half. The extra
     projection of a BERT tower stays as initialised.
     """
-    cls = _model_class(tower.model_type)
-    extra = {"add_pooling_layer": False} if tower.model_type == "bert" else {}
+    cls = _model_class(tower.model_type, tower.heads)
+    extra = {"add_pooling_layer": False} if tower.model_type == "bert" and tower.heads else {}
     try:
         loaded = cls.from_pretrained(source, local_files_only=local_files_only, **extra)
     except OSError as exc:

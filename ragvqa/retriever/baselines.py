@@ -26,14 +26,13 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragvqa.config import cache_root
 from ragvqa.errors import InputError, ModelError, require
 from ragvqa.retriever.base import ImageInput
+from ragvqa.retriever.hashing import WEIGHT_SUFFIXES, model_files, weight_files_sha256
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,9 +41,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MINILM_ALIASES = frozenset({"minilm", "all-minilm-l6-v2"})
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-# Sub-directories holding alternative exports that the torch path never loads.
-_SKIP_DIRS = frozenset({"onnx", "openvino", ".git", ".cache"})
 # Largest image (in pixels) the baselines will decode; a bigger file is treated
 # like an unreadable one instead of exhausting memory.
 MAX_IMAGE_PIXELS = 40_000_000
@@ -52,79 +48,6 @@ _DTYPES = ("float32", "float16", "bfloat16")
 
 
 # ---------------------------------------------------------------- hashing ---
-
-_hash_lock = threading.Lock()
-_memory_cache: dict[str, str] = {}
-
-
-def _cache_file() -> Path:
-    return cache_root() / "weights-sha256.json"
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of one file, cached by (absolute path, mtime_ns, size).
-
-    The digest is kept in memory and in ``$RAGVQA_CACHE/weights-sha256.json``
-    (default ``~/.cache/ragvqa``, see ragvqa.config.cache_root), so a multi-GB checkpoint is hashed once per
-    machine, not on every load. A changed file (new mtime or size) is rehashed.
-    """
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}"
-    with _hash_lock:
-        if key in _memory_cache:
-            return _memory_cache[key]
-        cache_path = _cache_file()
-        try:
-            disk = json.loads(cache_path.read_text())
-        except (OSError, ValueError):
-            disk = {}
-        if key in disk:
-            _memory_cache[key] = disk[key]
-            return disk[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    with _hash_lock:
-        _memory_cache[key] = value
-        try:  # best effort: an unwritable cache only costs a rehash next time
-            from ragvqa.kb.store import atomic_write_json
-
-            try:
-                disk = json.loads(cache_path.read_text())
-            except (OSError, ValueError):
-                disk = {}
-            disk[key] = value
-            atomic_write_json(cache_path, disk)
-        except OSError as exc:
-            logger.debug("cannot write the weights hash cache %s: %s", cache_path, exc)
-    return value
-
-
-def _model_files(model_dir: Path) -> list[Path]:
-    files = []
-    for root, dirs, names in os.walk(model_dir):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        files.extend(Path(root) / n for n in sorted(names))
-    return files
-
-
-def weights_sha256(model_dir: Path) -> str:
-    """sha256 over a model directory's weight files (name + content digest each).
-
-    Only ``.safetensors`` files count when there are any (that is what gets
-    loaded); otherwise ``.bin``/``.pt``/``.pth``.
-    """
-    files = [p for p in _model_files(model_dir) if p.suffix in WEIGHT_SUFFIXES]
-    safetensors = [p for p in files if p.suffix == ".safetensors"]
-    files = safetensors or files
-    if not files:
-        raise ModelError(f"no weight files (*.safetensors, *.bin) under {model_dir}", hint="pass a complete model directory")
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.relative_to(model_dir).as_posix()}:{file_sha256(path)}\n".encode())
-    return digest.hexdigest()
 
 
 def config_files_digest(model_dir: Path, max_bytes: int = 20_000_000) -> dict[str, str]:
@@ -134,7 +57,7 @@ def config_files_digest(model_dir: Path, max_bytes: int = 20_000_000) -> dict[st
     where the model lives. README-like files are left out.
     """
     out = {}
-    for path in _model_files(model_dir):
+    for path in model_files(model_dir):
         if path.suffix in WEIGHT_SUFFIXES or path.suffix in (".md", ".gitattributes") or path.name.startswith("."):
             continue
         if path.stat().st_size > max_bytes:
@@ -364,7 +287,7 @@ class TextDenseRetriever:
             self._fingerprint = {
                 "name": self.name,
                 "config_hash": canonical_hash(config),
-                "weights_sha256": weights_sha256(self.model_dir),
+                "weights_sha256": weight_files_sha256(self.model_dir),
                 "dim": self.dim,
                 "uses_images": False,
                 "query_instruction": self.instruction,
@@ -540,7 +463,7 @@ class ZeroShotRetriever:
             self._fingerprint = {
                 "name": self.name,
                 "config_hash": canonical_hash(config),
-                "weights_sha256": weights_sha256(self.model_dir),
+                "weights_sha256": weight_files_sha256(self.model_dir),
                 "dim": self.dim,
                 "uses_images": True,
                 "query_instruction": self.instruction,

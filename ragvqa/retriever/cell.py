@@ -1,6 +1,7 @@
-"""The ReT-2 recurrent cell (paper eq. 4-7).
+"""The ReT-2 recurrent cell (paper eq. 4-7), also in the ReT v1 form.
 
-One step fuses the state token with one text layer and one vision layer:
+One step fuses the state (k tokens; ReT-2: k = 1) with one text layer and one
+vision layer:
 
     h^   = LayerNorm(h_l)                                        (eq. 4)
     z_T  = Attention(h^, LN_T(E_T[l])),  z_V = Attention(h^, LN_V(E_V[l]))
@@ -9,10 +10,15 @@ One step fuses the state token with one text layer and one vision layer:
     c'   = c * f + z_T * i_T + z_V * i_V                          (eq. 5)
     h'   = c' + MLP(LayerNorm(c'))                                (eq. 7)
 
-With one state token the candidate state c is the state h itself. A missing
-modality (per sample) is masked: its input gate is zeroed and its term in the
-pre-sigmoid forget gate is dropped (the ReT v1 rule), so a sample's output
-does not depend on the placeholder fed for that modality.
+In the ReT-2 form the candidate state c is the state h itself. The official
+ReT code's cell (converted checkpoints) adds a fixed offset to h at the start
+of each step (``state_offset``), takes c = h + SelfAttention(LN(h)) over the k
+tokens (``state_sa``), and may apply tanh to the three terms of eq. 5
+(``state_activation``) and use ReLU in the MLP (``mlp_activation``).
+
+A missing modality (per sample) is masked: its input gate is zeroed and its
+term in the pre-sigmoid forget gate is dropped (the ReT v1 rule), so a
+sample's output does not depend on the placeholder fed for that modality.
 """
 
 from __future__ import annotations
@@ -27,19 +33,19 @@ from ragvqa.retriever.configuration import ReT2Config
 
 
 class StateCrossAttention(nn.Module):
-    """Multi-head attention of ONE query token over N key/value tokens.
+    """Multi-head attention of k query tokens (k small: the state) over N key/value tokens.
 
     Parameters are laid out like ``torch.nn.MultiheadAttention`` (packed
     ``in_proj_weight`` (3d, d), optional ``in_proj_bias``, ``out_proj``), so
     checkpoints of that layout load by renaming keys only.
 
-    Because there is a single query, the computation is rearranged to never
+    Because the queries are few, the computation is rearranged to never
     project the N tokens to keys and values (that would cost N*d*d):
 
         score_hj = (W_q^h q) . (W_k^h x_j) = (W_k^h^T W_q^h q) . x_j
         out_h    = sum_j a_hj W_v^h x_j    = W_v^h (sum_j a_hj x_j)
 
-    so the cost is O(N*d*heads + d*d) instead of O(N*d*d). A key bias adds the
+    so the cost is O(k*N*d*heads + k*d*d) instead of O(N*d*d). A key bias adds the
     same constant to every score of a head (softmax ignores it); a value bias
     passes through the convex combination unchanged. The result equals
     nn.MultiheadAttention's up to float rounding (a test checks it).
@@ -57,35 +63,41 @@ class StateCrossAttention(nn.Module):
             nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, query: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """query: (B, d); tokens: (B, N, d); mask: (B, N) bool, True = attend. Returns (B, d)."""
+        """query: (B, k, d), or (B, d) for one token; tokens: (B, N, d); mask: (B, N) bool,
+        True = attend. Returns the query's shape."""
+        single = query.dim() == 2
+        if single:
+            query = query[:, None, :]
         B, N, d = tokens.shape
+        k = query.shape[1]
         H, hd = self.num_heads, self.head_dim
         w_q, w_k, w_v = self.in_proj_weight.chunk(3, dim=0)  # each (d, d)
         b_q = b_v = None
         if self.in_proj_bias is not None:
             b_q, _, b_v = self.in_proj_bias.chunk(3)  # the key bias cancels in the softmax
-        q = F.linear(query, w_q, b_q).view(B, H, hd)  # (B, H, hd)
-        # Fold the key projection into the query: q_tilde[b, h] = W_k^h^T q[b, h].
-        q_tilde = torch.einsum("bhe,hed->bhd", q, w_k.view(H, hd, d))  # (B, H, d)
-        scores = torch.einsum("bhd,bnd->bhn", q_tilde, tokens) * hd**-0.5  # (B, H, N)
+        q = F.linear(query, w_q, b_q).view(B, k, H, hd)  # (B, k, H, hd)
+        # Fold the key projection into the query: q_tilde[b, k, h] = W_k^h^T q[b, k, h].
+        q_tilde = torch.einsum("bkhe,hed->bkhd", q, w_k.view(H, hd, d))  # (B, k, H, d)
+        scores = torch.einsum("bkhd,bnd->bkhn", q_tilde, tokens) * hd**-0.5  # (B, k, H, N)
         if mask is not None:
             # A row with no real token would give NaN; let it attend to all instead.
             mask = mask | ~mask.any(dim=-1, keepdim=True)  # (B, N)
-            scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
-        attn = scores.softmax(dim=-1)  # (B, H, N)
+            scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        attn = scores.softmax(dim=-1)  # (B, k, H, N)
         if self.training and self.dropout > 0:
             attn = F.dropout(attn, p=self.dropout)
-        pooled = torch.einsum("bhn,bnd->bhd", attn, tokens)  # (B, H, d): per-head token average
-        values = torch.einsum("bhd,hed->bhe", pooled, w_v.view(H, hd, d))  # (B, H, hd)
-        values = values.reshape(B, d)  # (B, d): heads concatenated
+        pooled = torch.einsum("bkhn,bnd->bkhd", attn, tokens)  # (B, k, H, d): per-head token average
+        values = torch.einsum("bkhd,hed->bkhe", pooled, w_v.view(H, hd, d))  # (B, k, H, hd)
+        values = values.reshape(B, k, d)  # heads concatenated
         if b_v is not None:
             values = values + b_v
-        return self.out_proj(values)
+        out = self.out_proj(values)  # (B, k, d)
+        return out[:, 0] if single else out
 
 
 @dataclass
 class GateActivations:
-    """Gate values of one recurrent step, each (B, d), for inspection (paper Fig. 5)."""
+    """Gate values of one recurrent step, each (B, k, d), for inspection (paper Fig. 5)."""
 
     forget: torch.Tensor
     text_input: torch.Tensor
@@ -117,15 +129,17 @@ class ReT2Cell(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(d, config.mlp_ratio * d),
             nn.Dropout(config.dropout),
-            nn.GELU(),
+            nn.ReLU() if config.mlp_activation == "relu" else nn.GELU(),
             nn.Linear(config.mlp_ratio * d, d),
             nn.Dropout(config.dropout),
         )
+        self.tanh = config.state_activation == "tanh"
         # The fixed scalar biases b_i, b_f of eq. 6: constants, not parameters.
         self.input_gate_bias = float(config.input_gate_bias)
         self.forget_gate_bias = float(config.forget_gate_bias)
         # v1-compatibility only (see ReT2Config.state_self_attention / state_offset).
-        self.register_buffer("state_offset", torch.zeros(d) if config.state_offset else None)
+        k = config.num_state_tokens
+        self.register_buffer("state_offset", torch.zeros(k, d) if config.state_offset else None)
         self.state_sa = (
             nn.MultiheadAttention(d, config.num_heads, dropout=config.attention_dropout, batch_first=True)
             if config.state_self_attention
@@ -147,7 +161,7 @@ class ReT2Cell(nn.Module):
         """One step of eq. 4-7.
 
         Args:
-            state: h_l, (B, d).
+            state: h_l, (B, k, d).
             text_tokens / vision_tokens: adapted layer features, (B, N_T, d) / (B, N_V, d).
             text_token_mask / vision_token_mask: (B, N) bool, True = real token.
             text_present / vision_present: (B,) float 1.0 / 0.0, per-sample
@@ -155,15 +169,15 @@ class ReT2Cell(nn.Module):
             input_gate_scale: multiplies both input gates; 0.0 forces them shut
                 (a diagnostic: the state then never takes in any input).
         Returns:
-            (h_{l+1} of shape (B, d), the step's gate activations)
+            (h_{l+1} of shape (B, k, d), the step's gate activations)
         """
         if self.state_offset is not None:  # v1 layout: a fixed offset added to the state each step
             state = state + self.state_offset
-        h_hat = self.state_ln(state)  # (B, d)
-        z_t = self.text_xa(h_hat, self.text_ln(text_tokens), text_token_mask)  # (B, d), eq. 4
-        z_v = self.vision_xa(h_hat, self.vision_ln(vision_tokens), vision_token_mask)  # (B, d)
-        t_on = text_present.to(state.dtype)[:, None]  # (B, 1)
-        v_on = vision_present.to(state.dtype)[:, None]  # (B, 1)
+        h_hat = self.state_ln(state)  # (B, k, d)
+        z_t = self.text_xa(h_hat, self.text_ln(text_tokens), text_token_mask)  # (B, k, d), eq. 4
+        z_v = self.vision_xa(h_hat, self.vision_ln(vision_tokens), vision_token_mask)  # (B, k, d)
+        t_on = text_present.to(state.dtype)[:, None, None]  # (B, 1, 1)
+        v_on = vision_present.to(state.dtype)[:, None, None]  # (B, 1, 1)
         # eq. 6; a missing modality drops out of the forget gate and gets a shut input gate.
         forget = torch.sigmoid(
             self.text_forget_gate_w(z_t) * t_on + self.vision_forget_gate_w(z_v) * v_on + self.forget_gate_bias
@@ -171,10 +185,11 @@ class ReT2Cell(nn.Module):
         text_in = torch.sigmoid(self.text_input_gate_w(z_t) + self.input_gate_bias) * t_on * input_gate_scale
         vision_in = torch.sigmoid(self.vision_input_gate_w(z_v) + self.input_gate_bias) * v_on * input_gate_scale
         candidate = state
-        if self.state_sa is not None:  # v1 layout: c = h + SelfAttention(LN(h))
-            seq = h_hat[:, None, :]  # (B, 1, d)
-            candidate = state + self.state_sa(seq, seq, seq, need_weights=False)[0][:, 0]
+        if self.state_sa is not None:  # v1 layout: c = h + SelfAttention(LN(h)) over the k tokens
+            candidate = state + self.state_sa(h_hat, h_hat, h_hat, need_weights=False)[0]
+        if self.tanh:  # official use_tanh: squash the three terms of eq. 5
+            candidate, z_t, z_v = torch.tanh(candidate), torch.tanh(z_t), torch.tanh(z_v)
         # eq. 5; the z of a missing modality is finite (it attended to a placeholder) and its gate is 0.
-        c_next = candidate * forget + z_t * text_in + z_v * vision_in  # (B, d)
-        h_next = c_next + self.mlp(self.mlp_ln(c_next))  # (B, d), eq. 7
+        c_next = candidate * forget + z_t * text_in + z_v * vision_in  # (B, k, d)
+        h_next = c_next + self.mlp(self.mlp_ln(c_next))  # (B, k, d), eq. 7
         return h_next, GateActivations(forget, text_in, vision_in)

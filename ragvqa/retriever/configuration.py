@@ -6,9 +6,20 @@ without the hub), which of their layers feed the recurrent cell, the cell's
 sizes and fixed gate biases, and the preprocessing the encoder needs (text
 length, image size and normalisation, the query instruction).
 
-Layer indices follow transformers' ``outputs.hidden_states``: index 0 is the
-embedding output, index ``i`` the output of block ``i`` (1-based). Every row of
-Table I ends at the second-to-last block.
+Two layer conventions exist and the config names the one it uses
+(``layer_indexing``):
+
+- ``"hidden_states"`` (the ReT-2 defaults): layer ``i`` is transformers'
+  ``outputs.hidden_states[i]``; index 0 is the embedding output, so ``i`` is
+  the 1-based block number. This is how the paper's footnote 1 reads Table I:
+  for CLIP ViT-L/14 (24 blocks) the vision layers 3, 18, 23 are "the third,
+  eighteenth, and second last layer" (docs/retriever.md quotes it).
+- ``"blocks_from_0"`` (the official ReT code, ``RetConfig`` tables): layer
+  ``i`` is ``outputs.hidden_states[1:][i]``, the 0-based block number. Official
+  checkpoints are converted with this convention and their own table numbers.
+
+The same numbers in the two conventions select different layers: a converted
+checkpoint run with the wrong one is wrong everywhere (tests check it).
 
 This module imports no torch and no transformers.
 """
@@ -43,6 +54,30 @@ LAYERS_BY_DEPTH: dict[int, tuple[int, int, int]] = {
     24: (3, 18, 23),
     32: (4, 25, 31),
 }
+
+# The official ReT code's ``layer_strategy`` tables (RetConfig, aimagelab/ReT
+# src/models/ret/configuration_ret.py), 0-based block numbers
+# (``layer_indexing="blocks_from_0"``): strategy -> (text layers, vision layers).
+# A test compares them with the values the official code itself computed
+# (tests/retriever/fixtures/official/layer_strategies.json).
+OFFICIAL_LAYER_STRATEGIES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "clip_vit_b": (tuple(range(12)), tuple(range(12))),
+    "clip_vit_l": (tuple(range(12)), tuple(range(0, 24, 2))),
+    "openclip_vit_h": (
+        (1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23),
+        (0, 2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 31),
+    ),
+    "openclip_vit_g": (
+        (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 31),
+        (2, 5, 8, 11, 14, 17, 20, 23, 26, 29, 32, 35, 38, 41, 44, 47),
+    ),
+}
+
+LAYER_INDEXINGS = ("hidden_states", "blocks_from_0")
+STATE_ACTIVATIONS = ("identity", "tanh")
+MLP_ACTIVATIONS = ("gelu", "relu")
+# PIL filter names a config may use (the transformers image processors store the PIL code).
+IMAGE_RESAMPLES = ("nearest", "lanczos", "bilinear", "bicubic", "box", "hamming")
 
 # Backbone model types we know how to run (ragvqa.retriever.backbones).
 TEXT_MODEL_TYPES = ("clip_text_model", "siglip_text_model", "siglip2_text_model", "bert")
@@ -89,8 +124,30 @@ class ReT2Config:
         vision_backbone: transformers config dict of the vision tower
             (``clip_vision_model``, ``siglip_vision_model``, ``siglip2_vision_model``).
         backbone_name: Table I row name (e.g. ``clip-vit-l-14``), informational.
-        text_layers / vision_layers: hidden_states indices fed to the cell, one
-            per recurrent step; empty = chosen from the depth (:func:`select_layers`).
+        text_layers / vision_layers: the layers fed to the cell, one per
+            recurrent step, numbered as ``layer_indexing`` says; empty = chosen
+            from the depth (:func:`select_layers`, ``hidden_states`` only).
+        layer_indexing: ``hidden_states`` (index into transformers'
+            ``outputs.hidden_states``, 0 = embeddings: the ReT-2 paper's
+            reading) or ``blocks_from_0`` (0-based block number, i.e.
+            ``hidden_states[1:][i]``: the official ReT code's reading).
+        num_state_tokens: k, the number of state tokens (ReT-2: 1; ReT v1: 32;
+            official ``num_queries``).
+        pool_state_tokens: average the k final state tokens into one before
+            the projection (official ``use_pooler_features``).
+        state_activation: ``identity`` or ``tanh``, applied to the three terms
+            of eq. 5 (official ``use_tanh``).
+        mlp_activation: ``gelu`` or ``relu`` (official ``activation_fn``).
+        final_projection: whether W_final (eq. 8) exists; without it the
+            output is the state itself, d wide (official
+            ``late_proj_output_size: 0``).
+        global_features: add the backbones' pooled embeddings (eq. 9). The
+            official ReT code has no such term; its converted checkpoints set
+            False, which also builds the backbones without projection heads
+            (``CLIPTextModel`` / ``CLIPVisionModel``, as the official code does).
+        separate_passage_encoder: documents get their own adapters, state,
+            cell and projection (the backbones stay shared); the ReT v1
+            layout (official ``share_query_passage_models: false``).
         hidden_size: cell width d (paper: 1024).
         num_heads: heads of the two cross-attentions (v1: d / 64 = 16).
         mlp_ratio: MLP width as a multiple of d (4).
@@ -111,7 +168,9 @@ class ReT2Config:
             buffer); loaded from a converted checkpoint, never trained.
         text_projection_dim: output size of the learnable projection put on a
             text tower that has none (BERT / ColBERTv2); 0 for CLIP/SigLIP.
-        output_dim: embedding size (= the backbones' joint embedding size).
+        output_dim: embedding size: the backbones' joint embedding size with
+            global features, else the size of W_final (0 = d when there is
+            no projection).
         freeze_text_backbone / freeze_vision_backbone: the paper's frozen
             variant (True) or trainable variant (False).
         train_pooling: keep the backbones' pooling/projection layers trainable
@@ -119,13 +178,18 @@ class ReT2Config:
         max_text_length: token limit (77 for CLIP, 64 for SigLIP, 512 BERT).
         text_padding: ``longest`` or ``max_length`` (SigLIP pools the last
             position, so it needs ``max_length``).
-        image_size: square input size in pixels.
+        image_size: the resize target in pixels (CLIP: the short side; SigLIP:
+            both sides).
+        image_crop_size: centre-crop size after a ``shortest_edge_crop``
+            resize; 0 = ``image_size``.
         image_resize: ``shortest_edge_crop`` (CLIP: resize the short side,
             centre crop) or ``square`` (SigLIP: resize to size x size).
-        image_resample: PIL resample filter name (``bicubic``, ``bilinear``).
+        image_resample: PIL resample filter name (``bicubic``, ``bilinear``, ...).
         image_mean / image_std: per-channel normalisation.
         max_num_patches: SigLIP2 NaFlex only: patch budget per image.
         instruction: M2KR instruction put before every query text.
+        tokenizer_name / image_processor_name: where the pre-processing came
+            from (recorded by the converter; informational).
     """
 
     text_backbone: dict[str, Any] = field(default_factory=dict)
@@ -133,6 +197,14 @@ class ReT2Config:
     backbone_name: str = ""
     text_layers: tuple[int, ...] = ()
     vision_layers: tuple[int, ...] = ()
+    layer_indexing: str = "hidden_states"
+    num_state_tokens: int = 1
+    pool_state_tokens: bool = False
+    state_activation: str = "identity"
+    mlp_activation: str = "gelu"
+    final_projection: bool = True
+    global_features: bool = True
+    separate_passage_encoder: bool = False
     hidden_size: int = 1024
     num_heads: int = 16
     mlp_ratio: int = 4
@@ -152,12 +224,15 @@ class ReT2Config:
     max_text_length: int = 77
     text_padding: str = "longest"
     image_size: int = 224
+    image_crop_size: int = 0
     image_resize: str = "shortest_edge_crop"
     image_resample: str = "bicubic"
     image_mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     image_std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     max_num_patches: int = 256
     instruction: str = DEFAULT_INSTRUCTION
+    tokenizer_name: str = ""
+    image_processor_name: str = ""
 
     def __post_init__(self) -> None:
         # Tuples survive a JSON round trip as lists; normalise so equality holds.
@@ -182,11 +257,25 @@ class ReT2Config:
                 f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}",
                 hint="pick num_heads that divides hidden_size (paper: 1024 / 16)",
             )
-        if self.text_padding not in ("longest", "max_length"):
-            raise ModelError(f"text_padding must be 'longest' or 'max_length', not {self.text_padding!r}")
-        if self.image_resize not in ("shortest_edge_crop", "square"):
+        for name, allowed in (
+            ("text_padding", ("longest", "max_length")),
+            ("image_resize", ("shortest_edge_crop", "square")),
+            ("image_resample", IMAGE_RESAMPLES),
+            ("layer_indexing", LAYER_INDEXINGS),
+            ("state_activation", STATE_ACTIVATIONS),
+            ("mlp_activation", MLP_ACTIVATIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ModelError(
+                    f"ReT-2 config field {name} is {getattr(self, name)!r}",
+                    hint=f"use one of {', '.join(map(repr, allowed))}",
+                )
+        if self.num_state_tokens < 1:
+            raise ModelError(f"ReT-2 config field num_state_tokens is {self.num_state_tokens}; it must be >= 1")
+        if self.global_features and not self.final_projection:
             raise ModelError(
-                f"image_resize must be 'shortest_edge_crop' or 'square', not {self.image_resize!r}"
+                "ReT-2 config has global_features without final_projection",
+                hint="eq. 9 adds the backbones' embeddings to W_final h_L; keep final_projection=True",
             )
 
     # ---- derived values -------------------------------------------------
@@ -209,7 +298,12 @@ class ReT2Config:
         return int(self.vision_backbone["hidden_size"])
 
     def resolved_layers(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(text layers, vision layers) actually used; checks they are valid."""
+        """(text layers, vision layers) actually used, in the config's convention; checks them."""
+        if self.layer_indexing == "blocks_from_0" and not (self.text_layers and self.vision_layers):
+            raise ModelError(
+                "layer_indexing 'blocks_from_0' needs explicit text_layers and vision_layers",
+                hint="the Table I defaults are hidden_states indices; give the official table's numbers",
+            )
         text = self.text_layers or select_layers(self.text_depth)[0]
         vision = self.vision_layers or select_layers(self.vision_depth)[0]
         if len(text) != len(vision):
@@ -217,13 +311,27 @@ class ReT2Config:
                 f"text layers {text} and vision layers {vision} differ in count",
                 hint="each recurrent step fuses one text and one vision layer: give as many of each",
             )
+        low = 1 if self.layer_indexing == "hidden_states" else 0
         for name, layers, depth in (("text", text, self.text_depth), ("vision", vision, self.vision_depth)):
-            if not all(1 <= i <= depth for i in layers):
+            high = depth if self.layer_indexing == "hidden_states" else depth - 1
+            if not all(low <= i <= high for i in layers):
                 raise ModelError(
-                    f"{name} layers {layers} fall outside 1..{depth} for a {depth}-layer backbone",
-                    hint="layer indices count transformer blocks from 1 (hidden_states indices)",
+                    f"{name} layers {layers} fall outside {low}..{high} for a {depth}-layer backbone "
+                    f"(layer_indexing {self.layer_indexing!r})",
+                    hint="hidden_states indices count blocks from 1; blocks_from_0 counts them from 0",
                 )
         return tuple(text), tuple(vision)
+
+    def hidden_state_indices(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(text, vision) indices into transformers' ``outputs.hidden_states`` for the resolved layers."""
+        text, vision = self.resolved_layers()
+        shift = 0 if self.layer_indexing == "hidden_states" else 1  # hidden_states[1:][i] == hidden_states[i + 1]
+        return tuple(i + shift for i in text), tuple(i + shift for i in vision)
+
+    @property
+    def crop_size(self) -> int:
+        """Centre-crop size in pixels (``image_crop_size`` or ``image_size``)."""
+        return self.image_crop_size or self.image_size
 
     def layer_provenance(self) -> dict[str, str]:
         """Where each tower's layers come from (explicit, Table I, or the scaled rule)."""
@@ -232,7 +340,9 @@ class ReT2Config:
             ("text", self.text_layers, self.text_depth),
             ("vision", self.vision_layers, self.vision_depth),
         ):
-            out[name] = "explicit in the config" if explicit else select_layers(depth)[1]
+            out[name] = (
+                f"explicit in the config ({self.layer_indexing})" if explicit else select_layers(depth)[1]
+            )
         return out
 
     # ---- serialisation --------------------------------------------------

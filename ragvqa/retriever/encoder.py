@@ -9,7 +9,22 @@ Turns lists of (image, text) into L2-normalised float32 vectors:
   same way (a query image that cannot be read is an InputError);
 - texts are tokenised with the checkpoint's tokenizer, truncated at the
   model's limit; a missing text is the empty string plus a 0 in the text mask;
-- queries get the M2KR instruction in front: ``"{instruction} {question}"``.
+- queries get the M2KR instruction in front, ``f"{instruction} {question}"``,
+  and a query with no question has the instruction alone as its text (both as
+  the official ReT code builds them); instructions may differ per query;
+- queries are encoded by the query head, documents by the passage head (the
+  same one unless the checkpoint has separate ones).
+
+Image pre-processing reproduces transformers' CLIPImageProcessor /
+SiglipImageProcessor (the PIL ones, which the official code ran) bit for bit:
+the resized short side is exact, the long side truncated (not rounded), then
+a centre crop, ``float32(uint8 * (1/255))`` in float64, then ``(x - mean) /
+std`` in float32.
+
+A multi-token checkpoint (ReT v1: 32 tokens) has no single vector per input:
+:meth:`ReT2Retriever.encode_query_tokens` / :meth:`encode_document_tokens`
+return (N, T, D) per-token normalised arrays for late interaction, and the
+single-vector methods refuse.
 """
 
 from __future__ import annotations
@@ -29,8 +44,9 @@ from PIL import Image
 
 from ragvqa.errors import InputError, ModelError
 from ragvqa.retriever.base import ImageInput
-from ragvqa.retriever.checkpoint import checkpoint_weights_sha256, load_ret2, weights_sha256
+from ragvqa.retriever.checkpoint import load_ret2
 from ragvqa.retriever.configuration import ReT2Config
+from ragvqa.retriever.hashing import state_dict_sha256, weight_files_sha256
 from ragvqa.retriever.modeling import ReT2Model
 
 logger = logging.getLogger(__name__)
@@ -43,7 +59,14 @@ _DTYPES = {
     "float16": torch.float16,
     "fp16": torch.float16,
 }
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
 # Refuse decompression bombs the same way everywhere (pixels).
 MAX_IMAGE_PIXELS = 40_000_000
 
@@ -63,12 +86,14 @@ class ImagePreprocessor:
 
     CLIP: resize the short side to ``image_size`` and centre-crop; SigLIP:
     resize to ``image_size`` squared; SigLIP2 NaFlex: resize to fit the patch
-    budget keeping the aspect ratio, then cut into patches.
+    budget keeping the aspect ratio, then cut into patches. The first two equal
+    transformers' (PIL) image processors bit for bit (tests compare them).
     """
 
     def __init__(self, config: ReT2Config) -> None:
         self.config = config
         self.size = config.image_size
+        self.crop = config.crop_size
         self.resample = _RESAMPLE.get(config.image_resample, Image.Resampling.BICUBIC)
         self.mean = np.asarray(config.image_mean, dtype=np.float32)[:, None, None]  # (3, 1, 1)
         self.std = np.asarray(config.image_std, dtype=np.float32)[:, None, None]
@@ -94,13 +119,17 @@ class ImagePreprocessor:
             return self._naflex(image)
         if self.config.image_resize == "square":
             image = image.resize((self.size, self.size), self.resample)
+            array = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)  # (3, S, S)
         else:
-            scale = self.size / min(image.size)
-            w, h = max(self.size, round(image.width * scale)), max(self.size, round(image.height * scale))
-            image = image.resize((w, h), self.resample)
-            left, top = (w - self.size) // 2, (h - self.size) // 2
-            image = image.crop((left, top, left + self.size, top + self.size))
-        array = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0  # (3, S, S)
+            w, h = image.size
+            # transformers' get_resize_output_image_size: the long side is truncated, not rounded.
+            short, long = (w, h) if w <= h else (h, w)
+            new_long = int(self.size * long / short)
+            new_w, new_h = (self.size, new_long) if w <= h else (new_long, self.size)
+            image = image.resize((new_w, new_h), self.resample)
+            array = center_crop(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1), self.crop)  # (3, C, C)
+        # transformers' rescale (float64 product, then float32) and normalize (float32).
+        array = (array.astype(np.float64) * (1 / 255)).astype(np.float32)
         return {"pixel_values": (array - self.mean) / self.std}
 
     def _naflex(self, image: Image.Image) -> dict[str, np.ndarray]:
@@ -123,6 +152,48 @@ class ImagePreprocessor:
             "pixel_attention_mask": mask,
             "spatial_shapes": np.asarray([hp, wp], dtype=np.int64),
         }
+
+
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """(C, H, W) -> (C, size, size) around the centre; zero-padded when smaller (as transformers does)."""
+    _, h, w = array.shape
+    top, left = (h - size) // 2, (w - size) // 2
+    if top >= 0 and left >= 0:
+        return array[:, top : top + size, left : left + size]
+    new_h, new_w = max(size, h), max(size, w)
+    padded = np.zeros((array.shape[0], new_h, new_w), dtype=array.dtype)
+    top_pad, left_pad = -(-(new_h - h) // 2), -(-(new_w - w) // 2)  # ceil
+    padded[:, top_pad : top_pad + h, left_pad : left_pad + w] = array
+    top, left = top + top_pad, left + left_pad
+    return padded[:, max(0, top) : min(new_h, top + size), max(0, left) : min(new_w, left + size)]
+
+
+def query_texts(
+    texts: Sequence[str | None], instructions: Sequence[str | None] | str | None
+) -> list[str | None]:
+    """Query strings as the official ReT code builds them.
+
+    ``f"{instruction} {question}"``; a query without a question has the
+    instruction alone as its text; without an instruction the question alone;
+    neither: no text (None). ``instructions``: one string for all queries, or
+    one per query.
+    """
+    n = len(texts)
+    if instructions is None or isinstance(instructions, str):
+        instructions = [instructions] * n
+    elif len(instructions) != n:
+        raise InputError(f"{len(instructions)} instructions for {n} queries", hint="pass one per query, or one string")
+    out: list[str | None] = []
+    for instruction, question in zip(instructions, texts, strict=True):
+        has_q = bool(question and question.strip())
+        has_i = bool(instruction and instruction.strip())
+        if has_q and has_i:
+            out.append(f"{instruction} {question}")
+        elif has_q:
+            out.append(question)
+        else:
+            out.append(instruction if has_i else None)
+    return out
 
 
 class ReT2Retriever:
@@ -162,6 +233,7 @@ class ReT2Retriever:
         self.tokenizer = tokenizer
         self.instruction = self.config.instruction if instruction is None else instruction
         self.dim = int(self.config.output_dim)
+        self.num_tokens = model.num_output_tokens  # 1, or k for a multi-token checkpoint
         self.source = source
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.preprocess = ImagePreprocessor(self.config)
@@ -231,9 +303,9 @@ class ReT2Retriever:
         """
         if self._weights_sha256 is None:
             self._weights_sha256 = (
-                checkpoint_weights_sha256(self.checkpoint_dir)
+                weight_files_sha256(self.checkpoint_dir)  # cached per file version
                 if self.checkpoint_dir is not None
-                else weights_sha256(self.model)
+                else state_dict_sha256(self.model)
             )
         return {
             "name": self.name,
@@ -247,22 +319,53 @@ class ReT2Retriever:
 
     # ---- encoding ----------------------------------------------------------
     def encode_queries(
-        self, images: Sequence[ImageInput], texts: Sequence[str | None], batch_size: int = 32
+        self,
+        images: Sequence[ImageInput],
+        texts: Sequence[str | None],
+        batch_size: int = 32,
+        *,
+        instructions: Sequence[str | None] | str | None = None,
     ) -> np.ndarray:
         """(N,) images and questions -> (N, dim) float32, rows L2-normalised.
 
-        The question becomes ``"{instruction} {question}"``; a query with no
-        question is image-only (no instruction either).
+        The text is ``f"{instruction} {question}"``; a query with no question
+        keeps the instruction as its text (the official code does the same).
+        ``instructions``: one per query or one for all; default the retriever's.
         """
-        prefix = self.instruction.strip()
-        full = [None if not t else (f"{prefix} {t.strip()}" if prefix else t.strip()) for t in texts]
-        return self._encode(images, full, batch_size, side="query")
+        return self._single(self.encode_query_tokens(images, texts, batch_size, instructions=instructions))
 
     def encode_documents(
         self, images: Sequence[ImageInput], texts: Sequence[str | None], batch_size: int = 32
     ) -> np.ndarray:
         """(N,) images and texts -> (N, dim) float32, rows L2-normalised."""
-        return self._encode(images, [t if t and t.strip() else None for t in texts], batch_size, side="document")
+        return self._single(self.encode_document_tokens(images, texts, batch_size))
+
+    def encode_query_tokens(
+        self,
+        images: Sequence[ImageInput],
+        texts: Sequence[str | None],
+        batch_size: int = 32,
+        *,
+        instructions: Sequence[str | None] | str | None = None,
+    ) -> np.ndarray:
+        """Like :meth:`encode_queries` but (N, T, dim): T = num_tokens, each token L2-normalised."""
+        if instructions is None:
+            instructions = self.instruction
+        return self._encode(images, query_texts(texts, instructions), batch_size, side="query")
+
+    def encode_document_tokens(
+        self, images: Sequence[ImageInput], texts: Sequence[str | None], batch_size: int = 32
+    ) -> np.ndarray:
+        """Like :meth:`encode_documents` but (N, T, dim), each token L2-normalised."""
+        return self._encode(images, [t if t and t.strip() else None for t in texts], batch_size, side="passage")
+
+    def _single(self, tokens: np.ndarray) -> np.ndarray:
+        if self.num_tokens != 1:
+            raise ModelError(
+                f"this ReT checkpoint encodes each input as {self.num_tokens} tokens, not one vector",
+                hint="search it with late interaction (encode_*_tokens, ragvqa.index.late_interaction)",
+            )
+        return tokens[:, 0]
 
     def close(self) -> None:
         """Stop the image threads."""
@@ -275,10 +378,10 @@ class ReT2Retriever:
             raise InputError(f"{len(images)} images but {len(texts)} texts", hint="pass one of each per item")
         n = len(texts)
         if n == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.num_tokens, self.dim), dtype=np.float32)
         batch_size = max(1, int(batch_size))
         starts = list(range(0, n, batch_size))
-        out = np.empty((n, self.dim), dtype=np.float32)
+        out = np.empty((n, self.num_tokens, self.dim), dtype=np.float32)
 
         def submit(start: int) -> list[Future]:
             return [self._pool.submit(self._load_image, img, side) for img in images[start : start + batch_size]]
@@ -288,11 +391,11 @@ class ReT2Retriever:
             loaded = [f.result() for f in pending]
             if i + 1 < len(starts):
                 pending = submit(starts[i + 1])  # decode the next batch while this one runs
-            out[start : start + len(loaded)] = self._forward(loaded, texts[start : start + batch_size])
+            out[start : start + len(loaded)] = self._forward(loaded, texts[start : start + batch_size], side)
         return out
 
     def _load_image(self, image: ImageInput, side: str) -> tuple[dict[str, np.ndarray], bool]:
-        """-> (preprocessed arrays, present?). Runs in a worker thread."""
+        """-> (preprocessed arrays, present?). Runs in a worker thread. ``side``: query / passage."""
         if image is None:
             return self.preprocess(self.preprocess.placeholder()), False
         try:
@@ -308,7 +411,10 @@ class ReT2Retriever:
         return self.preprocess(pil), True
 
     @torch.inference_mode()
-    def _forward(self, loaded: list[tuple[dict[str, np.ndarray], bool]], texts: Sequence[str | None]) -> np.ndarray:
+    def _forward(
+        self, loaded: list[tuple[dict[str, np.ndarray], bool]], texts: Sequence[str | None], side: str
+    ) -> np.ndarray:
+        """One batch -> (B, T, dim) float32, each token L2-normalised."""
         cfg = self.config
         tokens = self.tokenizer(
             [t or "" for t in texts],
@@ -331,7 +437,8 @@ class ReT2Retriever:
             pixel_values,
             text_present,
             vision_present,
+            side=side,
             **inputs,
         )
-        emb = F.normalize(out.embedding.float(), dim=-1)  # (B, dim), float32
+        emb = F.normalize(out.tokens.float(), dim=-1)  # (B, T, dim), float32
         return emb.cpu().numpy()

@@ -1,16 +1,23 @@
 """The ReT-2 encoder: backbones + adapters + recurrent cell + projection + global features.
 
-One module encodes queries and documents alike (ReT-2 shares the weights):
+One module encodes queries and documents (ReT-2 shares the weights):
 
     E_T[l], E_V[l]  kept hidden states of the two backbones (3 layers each)
-    h_0             one learnable state token, (d,)
-    h_{l+1}         = Cell(h_l, A_T[l](E_T[l]), A_V[l](E_V[l]))     eq. 4-7, l = 0..2
+    h_0             k learnable state tokens, (k, d); ReT-2: k = 1
+    h_{l+1}         = Cell(h_l, A_T[l](E_T[l]), A_V[l](E_V[l]))     eq. 4-7, l = 0..L-1
     out             = W_final h_L                                  eq. 8
     out             = out + m_V * E_V(image) + m_T * E_T(text)       eq. 9
 
 A_T[l], A_V[l] are per-step linear adapters to the cell width d; m_T, m_V the
-per-sample modality masks (1 = present). The returned embedding is not
-normalised; the encoder wrapper (encoder.py) L2-normalises it.
+per-sample modality masks (1 = present). The returned tokens are not
+normalised; the encoder wrapper (encoder.py) L2-normalises them.
+
+The same module also runs checkpoints of the official ReT code (converted by
+checkpoint.py): k state tokens (ReT v1: 32), optionally averaged
+(``pool_state_tokens``), no eq. 9 (``global_features=False``), an optional
+W_final, and for the v1 layout a second head for documents
+(``separate_passage_encoder``: its own adapters, state, cell and projection
+over the shared backbones).
 """
 
 from __future__ import annotations
@@ -29,24 +36,100 @@ from ragvqa.retriever.configuration import ReT2Config
 
 logger = logging.getLogger(__name__)
 
+SIDES = ("query", "passage")
+
 
 @dataclass
 class ReT2Output:
     """Result of :meth:`ReT2Model.forward`.
 
     Attributes:
-        embedding: (B, output_dim) final vector (eq. 9), not normalised.
-        state: (B, d) the last state h_L.
+        tokens: (B, T, output_dim) output tokens, not normalised: T = 1 for
+            ReT-2 (and for pooled checkpoints), T = k for a multi-token one.
+        state: (B, k, d) the last state h_L.
         gates: per recurrent step, the gate activations (only when requested).
     """
 
-    embedding: torch.Tensor
+    tokens: torch.Tensor
     state: torch.Tensor
     gates: list[GateActivations] | None = None
 
+    @property
+    def embedding(self) -> torch.Tensor:
+        """(B, output_dim): the single output vector (eq. 9); ModelError for a multi-token model."""
+        if self.tokens.shape[1] != 1:
+            raise ModelError(
+                f"this model outputs {self.tokens.shape[1]} tokens per input, not one vector",
+                hint="use the tokens (late interaction) for a multi-token checkpoint",
+            )
+        return self.tokens[:, 0]
+
+
+class RecurrentHead(nn.Module):
+    """Everything after the backbones for one side: adapters, h_0, the cell, W_final.
+
+    Args:
+        config: the model config.
+        steps: number of recurrent steps (kept layers per tower).
+        text_width / vision_width: backbone widths (adapter inputs).
+        output_dim: W_final's output size (unused without ``final_projection``).
+    """
+
+    def __init__(self, config: ReT2Config, steps: int, text_width: int, vision_width: int, output_dim: int) -> None:
+        super().__init__()
+        d, k = config.hidden_size, config.num_state_tokens
+        # One adapter per recurrent step and modality (ret2.md step 2).
+        self.text_adapters = nn.ModuleList(nn.Linear(text_width, d) for _ in range(steps))
+        self.vision_adapters = nn.ModuleList(nn.Linear(vision_width, d) for _ in range(steps))
+        self.initial_state = nn.Parameter(torch.randn(k, d) * 0.2)  # h_0: k learnable tokens
+        self.cell = ReT2Cell(config)
+        # W_final of eq. 8 (absent: the output is the state itself).
+        self.final_proj = nn.Linear(d, output_dim, bias=False) if config.final_projection else None
+        self.pool = config.pool_state_tokens
+
+    def forward(
+        self,
+        text_layers: list[torch.Tensor],
+        vision_layers: list[torch.Tensor],
+        *,
+        text_token_mask: torch.Tensor | None,
+        vision_token_mask: torch.Tensor | None,
+        text_present: torch.Tensor,
+        vision_present: torch.Tensor,
+        input_gate_scale: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, list[GateActivations]]:
+        """Run the recurrence over the kept layers.
+
+        Returns:
+            (W_final applied to h_L (pooled when configured): (B, T, output_dim),
+             h_L: (B, k, d), the gates of every step)
+        """
+        B = text_layers[0].shape[0]
+        dtype = self.initial_state.dtype
+        state = self.initial_state.expand(B, -1, -1)  # h_0: (B, k, d)
+        gates: list[GateActivations] = []
+        for step, (e_t, e_v) in enumerate(zip(text_layers, vision_layers, strict=True)):
+            a_t = self.text_adapters[step](e_t.to(dtype))  # (B, N_T, d)
+            a_v = self.vision_adapters[step](e_v.to(dtype))  # (B, N_V, d)
+            state, step_gates = self.cell(
+                state,
+                a_t,
+                a_v,
+                text_token_mask=text_token_mask,
+                vision_token_mask=vision_token_mask,
+                text_present=text_present,
+                vision_present=vision_present,
+                input_gate_scale=input_gate_scale,
+            )
+            gates.append(step_gates)
+        out = state.mean(dim=1, keepdim=True) if self.pool else state  # (B, T, d)
+        if self.final_proj is not None:
+            out = self.final_proj(out)  # (B, T, output_dim), eq. 8
+        return out, state, gates
+
 
 class ReT2Model(nn.Module):
-    """ReT-2 (one encoder shared by queries and documents).
+    """ReT-2 (one encoder shared by queries and documents), or a converted ReT-code model.
 
     Args:
         config: the full configuration; backbones are built from its config
@@ -61,31 +144,49 @@ class ReT2Model(nn.Module):
             if why.startswith("not in"):
                 layers = text_layers if name == "text" else vision_layers
                 logger.warning("ReT-2 %s layers %s: %s", name, layers, why)
-        self.text_tower = TextTower(config.text_backbone, text_layers, config.text_projection_dim)
-        self.vision_tower = VisionTower(config.vision_backbone, vision_layers)
-        if self.text_tower.output_dim != self.vision_tower.output_dim:
-            raise ModelError(
-                f"text and vision global embeddings differ in size ({self.text_tower.output_dim} vs "
-                f"{self.vision_tower.output_dim}); eq. 9 sums them",
-                hint="pair towers with the same joint embedding size (set text_projection_dim for BERT)",
-            )
-        output_dim = self.text_tower.output_dim
-        if config.output_dim and config.output_dim != output_dim:
-            raise ModelError(
-                f"config output_dim {config.output_dim} differs from the backbones' joint size {output_dim}"
-            )
+        text_idx, vision_idx = config.hidden_state_indices()
+        heads = config.global_features
+        self.text_tower = TextTower(config.text_backbone, text_idx, config.text_projection_dim, heads=heads)
+        self.vision_tower = VisionTower(config.vision_backbone, vision_idx, heads=heads)
+        output_dim = self._output_dim(config)
         if not config.output_dim:
             config = config.replace(output_dim=output_dim)
         self.config = config
-        d = config.hidden_size
         steps = len(text_layers)
-        # One adapter per recurrent step and modality (ret2.md step 2).
-        self.text_adapters = nn.ModuleList(nn.Linear(config.text_width, d) for _ in range(steps))
-        self.vision_adapters = nn.ModuleList(nn.Linear(config.vision_width, d) for _ in range(steps))
-        self.initial_state = nn.Parameter(torch.randn(d) * 0.2)  # h_0: one learnable token
-        self.cell = ReT2Cell(config)
-        self.final_proj = nn.Linear(d, output_dim, bias=False)  # W_final of eq. 8
+        self.head = RecurrentHead(config, steps, config.text_width, config.vision_width, output_dim)
+        self.passage_head = (
+            RecurrentHead(config, steps, config.text_width, config.vision_width, output_dim)
+            if config.separate_passage_encoder
+            else None
+        )
         self.apply_freezing()
+
+    def _output_dim(self, config: ReT2Config) -> int:
+        """The output width, checked against the config (eq. 9 needs matching global sizes)."""
+        if config.global_features:
+            if self.text_tower.output_dim != self.vision_tower.output_dim:
+                raise ModelError(
+                    f"text and vision global embeddings differ in size ({self.text_tower.output_dim} vs "
+                    f"{self.vision_tower.output_dim}); eq. 9 sums them",
+                    hint="pair towers with the same joint embedding size (set text_projection_dim for BERT)",
+                )
+            size = self.text_tower.output_dim
+            if config.output_dim and config.output_dim != size:
+                raise ModelError(f"config output_dim {config.output_dim} differs from the backbones' joint size {size}")
+            return size
+        if not config.final_projection:
+            if config.output_dim not in (0, config.hidden_size):
+                raise ModelError(
+                    f"config output_dim {config.output_dim} differs from hidden_size {config.hidden_size} "
+                    "and there is no final projection"
+                )
+            return config.hidden_size
+        if not config.output_dim:
+            raise ModelError(
+                "a ReT model without global features needs output_dim (the size of W_final)",
+                hint="set output_dim, e.g. the official late_proj_output_size",
+            )
+        return config.output_dim
 
     # ---- parameters --------------------------------------------------------
     def apply_freezing(self) -> None:
@@ -114,11 +215,24 @@ class ReT2Model(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.initial_state.device
+        return self.head.initial_state.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.initial_state.dtype
+        return self.head.initial_state.dtype
+
+    @property
+    def num_output_tokens(self) -> int:
+        """Output tokens per input: 1 (ReT-2, pooled checkpoints) or k."""
+        return 1 if self.config.pool_state_tokens else self.config.num_state_tokens
+
+    def head_for(self, side: str) -> RecurrentHead:
+        """The head that encodes ``side`` ("query" or "passage")."""
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, not {side!r}")
+        if side == "passage" and self.passage_head is not None:
+            return self.passage_head
+        return self.head
 
     # ---- forward -----------------------------------------------------------
     def forward(
@@ -129,6 +243,7 @@ class ReT2Model(nn.Module):
         text_present: torch.Tensor | None = None,
         vision_present: torch.Tensor | None = None,
         *,
+        side: str = "query",
         pixel_attention_mask: torch.Tensor | None = None,
         spatial_shapes: torch.Tensor | None = None,
         return_gates: bool = False,
@@ -143,12 +258,15 @@ class ReT2Model(nn.Module):
                 image is a placeholder (a black image).
             text_present / vision_present: (B,) 1/0 (bool or float) modality
                 masks; None = all present.
+            side: ``query`` or ``passage``: which head encodes the batch (the
+                same one unless ``separate_passage_encoder``).
             pixel_attention_mask, spatial_shapes: SigLIP2 NaFlex inputs.
             return_gates: also return each step's gate activations (Fig. 5).
             input_gate_scale: 0.0 forces the input gates shut (diagnostic).
         Returns:
-            ReT2Output with embedding (B, output_dim).
+            ReT2Output with tokens (B, T, output_dim).
         """
+        head = self.head_for(side)
         B = input_ids.shape[0]
         ones = torch.ones(B, device=input_ids.device)
         text_present = ones if text_present is None else text_present.to(input_ids.device)
@@ -156,29 +274,20 @@ class ReT2Model(nn.Module):
 
         text = self.text_tower(input_ids, attention_mask)
         vision = self.vision_tower(pixel_values, pixel_attention_mask, spatial_shapes)
-
-        state = self.initial_state.expand(B, -1)  # h_0: (B, d)
-        gates: list[GateActivations] = []
-        for step, (e_t, e_v) in enumerate(zip(text.layers, vision.layers, strict=True)):
-            a_t = self.text_adapters[step](e_t.to(self.dtype))  # (B, N_T, d)
-            a_v = self.vision_adapters[step](e_v.to(self.dtype))  # (B, N_V, d)
-            state, step_gates = self.cell(
-                state,
-                a_t,
-                a_v,
-                text_token_mask=text.mask,
-                vision_token_mask=vision.mask,
-                text_present=text_present,
-                vision_present=vision_present,
-                input_gate_scale=input_gate_scale,
-            )
-            gates.append(step_gates)
-
-        out = self.final_proj(state)  # (B, output_dim), eq. 8
-        t_on = text_present.to(out.dtype)[:, None]  # (B, 1)
-        v_on = vision_present.to(out.dtype)[:, None]
-        out = out + v_on * vision.pooled.to(out.dtype) + t_on * text.pooled.to(out.dtype)  # eq. 9
-        return ReT2Output(embedding=out, state=state, gates=gates if return_gates else None)
+        out, state, gates = head(
+            text.layers,
+            vision.layers,
+            text_token_mask=text.mask,
+            vision_token_mask=vision.mask,
+            text_present=text_present,
+            vision_present=vision_present,
+            input_gate_scale=input_gate_scale,
+        )
+        if self.config.global_features:  # eq. 9: one output token plus the masked global embeddings
+            t_on = text_present.to(out.dtype)[:, None, None]  # (B, 1, 1)
+            v_on = vision_present.to(out.dtype)[:, None, None]
+            out = out + v_on * vision.pooled.to(out.dtype)[:, None] + t_on * text.pooled.to(out.dtype)[:, None]
+        return ReT2Output(tokens=out, state=state, gates=gates if return_gates else None)
 
     # ---- checkpoints ---------------------------------------------------------
     def save_pretrained(self, directory: str | Path, tokenizer=None) -> Path:

@@ -88,9 +88,9 @@ def test_minilm_fingerprint_is_stable_and_names_the_weights(minilm, tmp_path, mo
     fp = minilm.fingerprint()
     assert fp["name"] == "text:minilm" and fp["dim"] == 384
     assert len(fp["config_hash"]) == 64 and len(fp["weights_sha256"]) == 64
-    from ragvqa.retriever import baselines
+    from ragvqa.retriever import hashing
 
-    baselines._memory_cache.clear()
+    hashing._memory_cache.clear()
     minilm._fingerprint = None
     again = minilm.fingerprint()
     assert again == fp
@@ -110,7 +110,7 @@ def test_minilm_instruction_is_optional_and_query_only(minilm):
 
 
 def test_weights_hash_changes_with_the_file(tmp_path, monkeypatch):
-    from ragvqa.retriever.baselines import weights_sha256
+    from ragvqa.retriever.hashing import weight_files_sha256 as weights_sha256
 
     monkeypatch.setenv("RAGVQA_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "m"

@@ -27,6 +27,22 @@ def test_state_cross_attention_equals_torch_multihead_attention(bias):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_multi_token_cross_attention_equals_torch_multihead_attention():
+    """k state tokens (the ReT v1 layout) attend like nn.MultiheadAttention with k queries."""
+    torch.manual_seed(1)
+    d, heads, B, k, N = 32, 2, 3, 5, 7
+    ours = StateCrossAttention(d, heads, dropout=0.0, bias=False).eval()
+    ref = torch.nn.MultiheadAttention(d, heads, bias=False, batch_first=True).eval()
+    ref.load_state_dict(ours.state_dict())
+    q, tokens = torch.randn(B, k, d), torch.randn(B, N, d)
+    mask = torch.ones(B, N, dtype=torch.bool)
+    mask[2, 3:] = False
+    got = ours(q, tokens, mask)
+    want = ref(q, tokens, tokens, key_padding_mask=~mask, need_weights=False)[0]
+    assert got.shape == (B, k, d)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_fully_masked_row_stays_finite():
     attn = StateCrossAttention(16, 2, 0.0, False)
     out = attn(torch.randn(2, 16), torch.randn(2, 5, 16), torch.zeros(2, 5, dtype=torch.bool))
@@ -35,7 +51,7 @@ def test_fully_masked_row_stays_finite():
 
 def _cell_inputs(B=4, d=32):
     g = torch.Generator().manual_seed(1)
-    return (torch.randn(B, d, generator=g), torch.randn(B, 6, d, generator=g), torch.randn(B, 5, d, generator=g))
+    return (torch.randn(B, 1, d, generator=g), torch.randn(B, 6, d, generator=g), torch.randn(B, 5, d, generator=g))
 
 
 def test_gates_are_in_open_unit_interval_and_masked_modalities_get_zero():
@@ -84,8 +100,8 @@ def test_model_with_shut_input_gates_outputs_h0_path_only(tiny_models):
     torch.manual_seed(0)
     model = ReT2Model(tiny_config("clip", forget_gate_bias=1e4)).eval()
     with torch.no_grad():
-        model.cell.mlp[3].weight.zero_()
-        model.cell.mlp[3].bias.zero_()
+        model.head.cell.mlp[3].weight.zero_()
+        model.head.cell.mlp[3].bias.zero_()
         out = model(torch.randint(0, 49000, (3, 5)), torch.ones(3, 5, dtype=torch.long),
                     torch.randn(3, 3, 32, 32), input_gate_scale=0.0)
-    assert torch.equal(out.state, model.initial_state.expand(3, -1))
+    assert torch.equal(out.state, model.head.initial_state.expand(3, -1, -1))

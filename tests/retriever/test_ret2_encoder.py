@@ -41,7 +41,7 @@ def test_fingerprint_changes_with_the_weights(clip_checkpoint, tiny_models, clip
     a = ReT2Retriever.from_pretrained(clip_checkpoint)
     model = copy.deepcopy(tiny_models["clip"])
     with torch.no_grad():
-        model.final_proj.weight.add_(1e-3)
+        model.head.final_proj.weight.add_(1e-3)
     b = ReT2Retriever(model, clip_tokenizer)
     assert a.fingerprint()["config_hash"] == b.fingerprint()["config_hash"]
     assert a.fingerprint()["weights_sha256"] != b.fingerprint()["weights_sha256"]
@@ -79,9 +79,32 @@ def test_query_text_is_instruction_then_question(clip_retriever, photos):
 
     question = "When was this church consecrated?"
     q = clip_retriever.encode_queries([photos[0]], [question])
-    d = clip_retriever.encode_documents([photos[0]], [f"{DEFAULT_INSTRUCTION.strip()} {question}"])
+    d = clip_retriever.encode_documents([photos[0]], [f"{DEFAULT_INSTRUCTION} {question}"])
     np.testing.assert_allclose(q, d, atol=1e-6)
     assert clip_retriever.instruction == DEFAULT_INSTRUCTION
+
+
+def test_image_only_query_keeps_the_instruction_as_its_text(clip_retriever, photos):
+    """As the official code builds it: no question -> the text is the instruction, and it is present."""
+    from ragvqa.config import DEFAULT_INSTRUCTION
+
+    q = clip_retriever.encode_queries([photos[1]], [None])
+    as_document = clip_retriever.encode_documents([photos[1]], [DEFAULT_INSTRUCTION])
+    image_only = clip_retriever.encode_documents([photos[1]], [None])
+    np.testing.assert_allclose(q, as_document, atol=1e-6)
+    assert not np.allclose(q, image_only, atol=1e-3)
+
+
+def test_per_query_instructions(clip_retriever, photos):
+    from ragvqa.retriever.encoder import query_texts
+
+    instructions = ["Retrieve the page:", "Find documents about the photo:"]
+    both = clip_retriever.encode_queries(photos[:2], ["who built it?", None], instructions=instructions)
+    one = clip_retriever.encode_queries(photos[1:2], [None], instructions="Find documents about the photo:")
+    np.testing.assert_allclose(both[1:], one, atol=1e-6)
+    assert query_texts(["q", None, None, " "], ["I:", "I:", "", None]) == ["I: q", "I:", None, None]
+    with pytest.raises(InputError, match="1 instructions for 2 queries"):
+        clip_retriever.encode_queries(photos[:2], ["a", "b"], instructions=["only one"])
 
 
 def test_empty_and_mismatched_inputs(clip_retriever):

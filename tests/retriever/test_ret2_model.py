@@ -129,7 +129,7 @@ def test_gates_can_be_returned(tiny_models):
                     torch.randn(1, 3, 32, 32), return_gates=True)
     assert len(out.gates) == 3
     for g in out.gates:
-        assert g.forget.shape == (1, 32) and ((g.vision_input > 0) & (g.vision_input < 1)).all()
+        assert g.forget.shape == (1, 1, 32) and ((g.vision_input > 0) & (g.vision_input < 1)).all()
 
 
 def test_freezing_switch(tiny_models):
@@ -142,6 +142,6 @@ def test_freezing_switch(tiny_models):
     assert "vision_tower.model.visual_projection.weight" in trainable
     assert not any(".encoder." in n for n in trainable)
     frozen.train()
-    assert not frozen.text_tower.model.training and frozen.cell.training
+    assert not frozen.text_tower.model.training and frozen.head.cell.training
     open_model = ReT2Model(tiny_config("clip", freeze_text_backbone=False, freeze_vision_backbone=False))
     assert all(p.requires_grad for p in open_model.parameters())
