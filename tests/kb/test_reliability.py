@@ -294,3 +294,25 @@ def test_new_files_get_the_users_umask(tmp_path, mask):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete"
+
+
+# ------------------------------------------------------------------ a fixed source
+
+
+def test_rerun_after_fixing_a_truncated_source_needs_no_force(tmp_path):
+    from ragvqa.errors import DataError
+
+    entries = evqa_pages(60, sections=2)
+    good = write_evqa(tmp_path / "good.json", entries).read_bytes()
+    source = tmp_path / "kb.json"
+    source.write_bytes(good[: len(good) * 3 // 4])  # a download cut short
+    with pytest.raises(DataError):
+        build_kb(source, tmp_path / "kb", shard_size=20, progress=False)
+    assert KBDir(tmp_path / "kb").manifest["status"] == "in_progress"
+    source.write_bytes(good)  # downloaded again: another size, so the build cannot resume
+    result = build_kb(source, tmp_path / "kb", shard_size=20, progress=False)
+    assert result.action == "built" and result.manifest["counts"]["pages_used"] == 60
+    # A finished KB made from another source is still refused without --force.
+    source.write_bytes(good + b" ")
+    with pytest.raises(KnowledgeBaseError, match="different arguments"):
+        build_kb(source, tmp_path / "kb", shard_size=20, progress=False)
