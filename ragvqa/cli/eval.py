@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
     )
     metrics = run_eval(config, progress=not args.no_progress, say=progress_printer(args))
-    summary = {
+    summary: dict[str, Any] = {
         "run_dir": str(out),
         "retrieval": {k: v for k, v in metrics["retrieval"].items() if "@" in k},
     }

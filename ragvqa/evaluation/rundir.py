@@ -48,6 +48,8 @@ RESUME_KEYS = (
     "k",
     "retrieve_k",
 )
+# The ones known before any model loads: checked first, so a wrong --out fails in a second.
+PRE_LOAD_KEYS = ("dataset", "questions", "qtypes", "images", "kb", "profile", "retrieve_k")
 RETRIEVAL_ONLY = "(retrieval only)"
 
 
@@ -119,8 +121,10 @@ class Appender:
             os.fsync(fh.fileno())
 
 
-def check_resume(out: Path, new: dict[str, Any]) -> None:
+def check_resume(out: Path, new: dict[str, Any], keys: Sequence[str] = RESUME_KEYS) -> None:
     """Refuse to continue a run directory made with another configuration.
+
+    ``keys``: the fields to compare (default: all of RESUME_KEYS).
 
     Raises:
         InputError: a RESUME_KEYS field differs (a retrieval-only run may be
@@ -130,7 +134,7 @@ def check_resume(out: Path, new: dict[str, Any]) -> None:
     if not path.is_file():
         return
     old = json.loads(path.read_text())
-    for key in RESUME_KEYS:
+    for key in keys:
         if key == "generator" and RETRIEVAL_ONLY in (old.get(key), new.get(key)):
             continue
         if old.get(key) != new.get(key):

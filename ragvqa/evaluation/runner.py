@@ -26,6 +26,7 @@ from ragvqa.evaluation.metrics.retrieval import (
 )
 from ragvqa.evaluation.rundir import (
     METRICS,
+    PRE_LOAD_KEYS,
     PREDICTIONS,
     RESUME_KEYS,
     RETRIEVAL,
@@ -280,6 +281,7 @@ def run_eval(
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    check_resume(out, _run_config(config, None), PRE_LOAD_KEYS)  # before any model loads
     if pipeline is None:
         pipeline = load_pipeline(config, say)
     run_config = _run_config(config, pipeline)
@@ -316,7 +318,7 @@ def run_eval(
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc=f"eval {adapter.name}", unit="q")
-    timings: Counter = Counter()
+    timings: dict[str, float] = {"retrieve_s": 0.0}
     for start in range(0, len(todo), max(1, config.batch_size)):
         batch = todo[start : start + config.batch_size]
         images, ok = [], []
@@ -368,7 +370,7 @@ def run_eval(
             pred_out.write(rows)
             for pq, row in zip(ok, rows, strict=True):
                 predictions[pq.key] = row
-            timings["generate_s"] += time.perf_counter() - t1
+            timings["generate_s"] = timings.get("generate_s", 0.0) + time.perf_counter() - t1
         if bar:
             bar.update(len(batch))
     if bar:

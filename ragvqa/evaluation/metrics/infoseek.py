@@ -113,7 +113,7 @@ def numerical_match(prediction: float | Sequence[float], answer_range: Sequence[
     ends lie inside, or when its IoU with the reference is >= 0.5 - 1e-12.
     """
     low, high = answer_range[0], answer_range[1]
-    if not isinstance(prediction, (list, tuple)):
+    if isinstance(prediction, (int, float)):
         return low <= prediction <= high
     if low <= prediction[0] <= high and low <= prediction[1] <= high:
         return True
@@ -214,7 +214,9 @@ def prepare_references(
             except (ValueError, TypeError, KeyError, IndexError):
                 counts["malformed_reference"] += 1
                 continue
+            # reference_range succeeded, so this entry is a dict with a range.
             first = answer_eval[0] if isinstance(answer_eval, list) else answer_eval
+            assert isinstance(first, dict)
             out[data_id] = InfoSeekReference(
                 data_id,
                 qtype,

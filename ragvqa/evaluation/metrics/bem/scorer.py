@@ -135,7 +135,8 @@ class BEMScorer:
                 f"vocabulary {self.tokenizer.vocab_path} has {len(self.tokenizer)} tokens, the model {config.vocab_size}",
                 hint="put the model's own vocab.txt in its directory",
             )
-        self.model = model.to(device).eval()
+        # transformers types .to() through a decorator mypy reads as unbound.
+        self.model = model.to(device).eval()  # type: ignore[arg-type]
         self.device = device
         self.batch_size = batch_size
         self.pad_to_max = pad_to_max
