@@ -245,6 +245,15 @@ class Generator(ABC):
         """The text sent for ``parts``; in-process backends: the family's chat format."""
         return get_format(self.config.family).render(parts, with_image=with_image)
 
+    def fit(self, request: GenerationRequest, prompt: Prompt, max_new_tokens: int) -> Prompt:
+        """``prompt`` made to fit the model's context with room for ``max_new_tokens``.
+
+        A hook: by default the prompt as built. A backend that knows its
+        context length (a server) may return a shorter prompt, e.g. with the
+        documents cut; the prompt reported with the answer is the one returned.
+        """
+        return prompt
+
     def prompt_for(self, request: GenerationRequest) -> str:
         """The exact prompt text this backend sends for ``request``."""
         return self.prepare(request).text
@@ -282,7 +291,7 @@ class Generator(ABC):
             GeneratorError: the backend failed (after the retries, for transient failures).
         """
         beams, limit = self.decoding(num_beams, max_new_tokens)
-        prompts = [self.prepare(r) for r in requests]
+        prompts = [self.fit(r, self.prepare(r), limit) for r in requests]
         raws = self._run_batches(prompts, beams, limit)
         return [Generation(text=clean_answer(raw), raw=raw, prompt=p.text) for p, raw in zip(prompts, raws, strict=True)]
 
