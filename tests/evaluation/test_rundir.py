@@ -1,0 +1,58 @@
+"""Run-directory files: what a resume keeps, what it redoes, and both retrieval formats."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ragvqa.errors import InputError
+from ragvqa.evaluation.rundir import (
+    PRE_LOAD_KEYS,
+    RUN_CONFIG,
+    check_resume,
+    read_records,
+    stored_hits,
+    valid_prediction,
+    valid_retrieval,
+)
+
+
+def test_retrieval_lines_of_both_formats_resume(tmp_path):
+    path = tmp_path / "retrieval.jsonl"
+    lines = [
+        # the format before the shared hit schema
+        {"data_id": "a", "doc_ids": [4, 2], "scores": [0.9, 0.5], "pages": ["P4", "P2"]},
+        # the current one (ragvqa.schema hit objects, text null)
+        {"data_id": "b", "hits": [{"rank": 0, "doc_id": 7, "score": 0.8, "page_title": "P7", "text": None}]},
+        # broken: lists of different lengths, a hit without doc_id, no id at all
+        {"data_id": "c", "doc_ids": [1, 2], "scores": [0.1], "pages": ["x", "y"]},
+        {"data_id": "d", "hits": [{"rank": 0, "score": 0.3, "page_title": "P"}]},
+        {"hits": []},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"data_id": "e", "hi')
+    records = read_records(path, "data_id", valid_retrieval)
+    assert sorted(records) == ["a", "b"]  # c, d and the id-less line are redone
+    assert stored_hits(records["a"]) == [(4, 0.9, "P4"), (2, 0.5, "P2")]
+    assert stored_hits(records["b"]) == [(7, 0.8, "P7")]
+    assert path.read_text().endswith("\n")  # the half-written last line was cut
+
+
+def test_a_prediction_that_is_not_text_is_redone(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    rows = [
+        {"question_id": 0, "prediction": "Eagle"},
+        {"question_id": 1, "prediction": ["Eagle"]},
+        {"question_id": 2, "prediction": None},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "[" * 5000 + "\n")
+    assert list(read_records(path, "question_id", valid_prediction)) == ["0"]
+
+
+def test_resume_compares_what_is_known_before_loading(tmp_path):
+    (tmp_path / RUN_CONFIG).write_text(json.dumps({"dataset": "infoseek", "retriever": "text:minilm"}))
+    with pytest.raises(InputError, match="another dataset"):
+        check_resume(tmp_path, {"dataset": "evqa"}, PRE_LOAD_KEYS)
+    check_resume(tmp_path, {"dataset": "infoseek"}, PRE_LOAD_KEYS)  # retriever not known yet: not compared
+    with pytest.raises(InputError, match="another retriever"):
+        check_resume(tmp_path, {"dataset": "infoseek", "retriever": "ret2:/x"})
