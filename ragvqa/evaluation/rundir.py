@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ragvqa.errors import InputError
+from ragvqa.errors import DataError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +77,15 @@ def read_records(
     out: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return out
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
                 continue
-            try:
-                row = json.loads(line)
+            try:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+                row = json.loads(raw.decode("utf-8"))
                 rid = str(row[key])
                 ok = valid is None or valid(row)
-            except (json.JSONDecodeError, RecursionError, KeyError, TypeError, ValueError):
+            except (RecursionError, KeyError, TypeError, ValueError):
                 ok = False
             if not ok:
                 log.warning("%s:%d is not a valid record; it will be redone", path, lineno)
@@ -129,11 +129,20 @@ def check_resume(out: Path, new: dict[str, Any], keys: Sequence[str] = RESUME_KE
     Raises:
         InputError: a RESUME_KEYS field differs (a retrieval-only run may be
             continued by a full run and vice versa).
+        DataError: ``run_config.json`` is not a JSON object.
     """
     path = out / RUN_CONFIG
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
+    try:
+        old = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except (RecursionError, ValueError) as exc:
+        raise DataError(
+            f"{path} is damaged ({type(exc).__name__}), so this run cannot be resumed safely",
+            hint="use a new --out directory, or delete the old run",
+        ) from None
     for key in keys:
         if key == "generator" and RETRIEVAL_ONLY in (old.get(key), new.get(key)):
             continue

@@ -56,3 +56,19 @@ def test_resume_compares_what_is_known_before_loading(tmp_path):
     check_resume(tmp_path, {"dataset": "infoseek"}, PRE_LOAD_KEYS)  # retriever not known yet: not compared
     with pytest.raises(InputError, match="another retriever"):
         check_resume(tmp_path, {"dataset": "infoseek", "retriever": "ret2:/x"})
+
+
+def test_a_non_utf8_line_is_redone_not_read_with_replacement_characters(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    path.write_bytes(b'{"data_id": "a", "prediction": "Sp\xe4in"}\n{"data_id": "b", "prediction": "Spain"}\n')
+    assert list(read_records(path, "data_id", valid_prediction)) == ["b"]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe", b"[" * 100_000])
+def test_a_damaged_run_config_is_a_one_line_error(tmp_path, content):
+    from ragvqa.errors import DataError
+
+    (tmp_path / RUN_CONFIG).write_bytes(content)
+    with pytest.raises(DataError, match="run_config.json is damaged") as info:
+        check_resume(tmp_path, {"dataset": "evqa"})
+    assert "\n" not in info.value.one_line()
