@@ -84,12 +84,18 @@ class GenerationRequest:
             once, when the prompt is built, and only for a model that sees it.
         dataset: prompt variant: ``"evqa"`` (the paper's prompt) or
             ``"infoseek"`` (same prompt after three worked examples).
+        photo_evidence: what offline photo analysis found, as one sentence
+            (``"The photo appears to show: cat; text in the photo: ..."``,
+            :meth:`ragvqa.vision.PhotoEvidence.text`); "" when none. Only the
+            text-only ``gemma_text`` family reads it: a model that sees the
+            photo needs no description of it.
     """
 
     question: str
     contexts: Sequence[str] = field(default_factory=tuple)
     image: Image.Image | str | Path | bytes | None = None
     dataset: str = "evqa"
+    photo_evidence: str = ""
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,12 @@ def prompt_parts(request: GenerationRequest, family: str) -> PromptParts:
     (:func:`ragvqa.generation.prompts.gemma_completion_prompt`).
     """
     if family == "gemma_text":
-        return PromptParts("", gemma_completion_prompt(request.question, request.contexts, dataset=request.dataset))
+        return PromptParts(
+            "",
+            gemma_completion_prompt(
+                request.question, request.contexts, dataset=request.dataset, photo=request.photo_evidence
+            ),
+        )
     return build_prompt(request.question, request.contexts, dataset=request.dataset)
 
 

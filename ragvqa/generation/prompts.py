@@ -209,9 +209,11 @@ def focus_context(question: str, text: str, budget_chars: int) -> str:
 _GEMMA_INTRO = "Answer each question with a short answer copied from its context.\n\n"
 
 
-def _gemma_block(question: str, contexts: Sequence[str], max_chars: int | None) -> str:
+def _gemma_block(question: str, contexts: Sequence[str], max_chars: int | None, photo: str = "") -> str:
     ctx = context_block(contexts, max_chars) if contexts else "## (no context)"
-    return f"Context:\n{ctx}\nQuestion: {question}\nShort answer:"
+    seen = " ".join(photo.split())
+    photo_line = f"Photo: {seen}\n" if seen else ""
+    return f"Context:\n{ctx}\n{photo_line}Question: {question}\nShort answer:"
 
 
 def gemma_completion_prompt(
@@ -220,6 +222,7 @@ def gemma_completion_prompt(
     *,
     dataset: str = "evqa",
     max_context_chars: int | None = 400,
+    photo: str = "",
 ) -> str:
     """Completion-style prompt for a BASE text-only model (Gemma 3 270M).
 
@@ -231,7 +234,10 @@ def gemma_completion_prompt(
     answer follows right after the words it asks about. Each document is
     reduced to its sentences that best match the question, at most
     ``max_context_chars`` characters (:func:`focus_context`; None keeps whole
-    documents).
+    documents). ``photo``, the offline description of the user's photo
+    (``"The photo appears to show: cat."``), goes on a ``Photo:`` line
+    between the context and the question, where the model reads it last
+    before answering; the worked examples have no photo line.
     """
     question = _check(question, dataset)
     if max_context_chars is not None:
@@ -240,5 +246,5 @@ def gemma_completion_prompt(
     # 270M model copied the asked-for span more often with three shots than
     # with two (one, two and three shots were compared by hand).
     shots = [f"{_gemma_block(ex.question, ex.contexts, None)} {ex.answer}" for ex in infoseek_examples()]
-    real = _gemma_block(question, contexts, max_context_chars)
+    real = _gemma_block(question, contexts, max_context_chars, photo=photo)
     return _GEMMA_INTRO + "\n\n".join([*shots, real])
