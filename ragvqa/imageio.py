@@ -11,7 +11,7 @@ import io
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from ragvqa.errors import InputError
 
@@ -51,7 +51,7 @@ def open_image(
         where = f"image data ({len(source)} bytes)"
         if not source:
             raise InputError("the image data is empty", hint="upload or pass a JPEG/PNG/WebP photo")
-        stream: io.IOBase = io.BytesIO(source)
+        stream: IO[bytes] = io.BytesIO(source)
     else:
         path = Path(source).expanduser()
         where = str(path)

@@ -78,7 +78,9 @@ def check_question(question: Any, *, required: bool = True, what: str = "the que
 
 
 def _check_int(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a whole number, not {value!r}")
+    if not isinstance(value, int):
         try:
             as_float = float(value)
         except (TypeError, ValueError):

@@ -9,6 +9,7 @@ import pytest
 
 from ragvqa.config import PROFILES, GeneratorConfig
 from ragvqa.errors import GeneratorError, InputError, KnowledgeBaseError
+from ragvqa.generation.base import Generator
 from ragvqa.pipeline import MAX_QUESTION_CHARS, RAGPipeline, build_pipeline, document_context
 from ragvqa.types import Document
 from tests.generation.fake_openai_server import FakeOpenAIServer
@@ -66,19 +67,30 @@ def test_answer_with_a_generator_that_sees_the_photo(qwen_pipeline, gen_kb):  # 
     assert f"## {document_context(answer.hits[0].document)}" in answer.prompt
 
 
-def test_generate_batch_keeps_order_and_k0(qwen_pipeline, gen_kb):  # noqa: F811
-    photos = [sample_photo(gen_kb, "Skimage_astronaut.png"), sample_photo(gen_kb, "Skimage_moon.png")]
-    questions = ["Who is this?", "What is the name of this celestial body seen at night?"]
-    hits = qwen_pipeline.retrieve_batch(photos, questions, 2)
-    decoding = {"num_beams": 1, "max_new_tokens": 4}
-    one_by_one = [
-        qwen_pipeline.generate_batch([p], [q], [h], **decoding)[0] for p, q, h in zip(photos, questions, hits, strict=True)
-    ]
-    assert one_by_one[0] != one_by_one[1], "the two requests must give different answers to tell their order"
-    assert qwen_pipeline.generate_batch(photos, questions, hits, **decoding) == one_by_one
-    assert qwen_pipeline.generate_batch(photos[::-1], questions[::-1], hits[::-1], **decoding) == one_by_one[::-1]
-    no_rag = qwen_pipeline.answer(photos[0], "Who is this?", k=0)
-    assert no_rag.hits == [] and "Context:" not in no_rag.prompt and "encode" not in no_rag.timings
+class QuestionEcho(Generator):
+    """A backend that answers each prompt with its question: the real base class
+    (batching, clean-up) around an output that tells requests apart."""
+
+    backend = "echo"
+    batch_size = None  # the whole list in one _generate_batch call
+
+    def _generate_batch(self, prompts, num_beams, max_new_tokens):
+        return [p.parts.text("").rsplit("Question:", 1)[-1].split("\n")[0].strip() for p in prompts]
+
+
+def test_generate_batch_keeps_order_and_k0(minilm_searcher, gen_kb):  # noqa: F811
+    retriever, searcher = minilm_searcher
+    echo = QuestionEcho(GeneratorConfig(backend="echo", model="echo", family="qwen2_5_vl", num_beams=1))
+    pipeline = RAGPipeline(retriever, searcher, echo, PROFILES["paper"])
+    photos = [sample_photo(gen_kb, "Skimage_astronaut.png"), sample_photo(gen_kb, "Skimage_moon.png"), None]
+    questions = ["Who is this?", "What is this celestial body?", "What is the albedo of snow?"]
+    hits = pipeline.retrieve_batch(photos, questions, 2)
+    assert pipeline.generate_batch(photos, questions, hits) == ["Who is this?", "What is this celestial body?",
+                                                                "What is the albedo of snow?"]
+    assert pipeline.generate_batch(photos[::-1], questions[::-1], hits[::-1]) == questions[::-1]
+    no_rag = pipeline.answer(photos[0], "Who is this?", k=0)
+    assert no_rag.text == "Who is this?" and no_rag.hits == [] and "Context:" not in no_rag.prompt
+    assert "encode" not in no_rag.timings
 
 
 def test_bad_questions(qwen_pipeline):
@@ -135,6 +147,9 @@ def test_build_pipeline_errors(tmp_path, gen_kb):  # noqa: F811
         port = sock.getsockname()[1]
     down = replace(PROFILES["paper"].generator, base_url=f"http://127.0.0.1:{port}/v1", timeout_s=2)
     with pytest.raises(GeneratorError, match="cannot reach"):
+        build_pipeline(gen_kb, PROFILES["paper"].with_overrides(retriever="text:"), generator_config=down)
+    # a ret2 profile over a KB embedded by another kind says so before anything loads
+    with pytest.raises(KnowledgeBaseError, match="embedded with text:minilm, but the profile needs a ret2"):
         build_pipeline(gen_kb, "paper", generator_config=down)
 
 

@@ -35,7 +35,6 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def generator_config(profile: Any, args: argparse.Namespace) -> Any:
     """The profile's GeneratorConfig with the command-line overrides, or None if none."""
-    from ragvqa.errors import InputError
     from ragvqa.limits import check_beams, check_new_tokens
 
     changes: dict[str, Any] = {}
@@ -56,9 +55,21 @@ def generator_config(profile: Any, args: argparse.Namespace) -> Any:
 
 
 def progress_printer(args: argparse.Namespace) -> Callable[[str], None]:
-    """Where the assembler's "loading ..." lines go: stderr, so ``--json`` stdout stays clean."""
+    """Where the assembler's "loading ..." lines go.
+
+    A terminal sees them on stderr as they happen (a model load takes
+    seconds to tens of seconds); piped or captured output gets them as INFO
+    log lines (``-v``), so scripts still read one result or one error line.
+    """
+    import logging
+
+    log = logging.getLogger("ragvqa.cli")
+    tty = sys.stderr.isatty()
 
     def say(line: str) -> None:
-        print(f"{line} ...", file=sys.stderr, flush=True)
+        if tty:
+            print(f"{line} ...", file=sys.stderr, flush=True)
+        else:
+            log.info("%s", line)
 
     return say

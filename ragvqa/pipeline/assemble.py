@@ -168,7 +168,6 @@ def build_pipeline(
 
         spec = resolve_retriever_spec(kb_dir, prof.retriever, retriever_spec)
         prof = prof.with_overrides(retriever=spec)
-        say(f"opening the index of {kb_dir}")
         searcher = KBSearcher(kb_dir, None, nprobe=nprobe, ef_search=ef_search)
 
     # 2. A generator server is a cheap ping: an unreachable one fails before the retriever loads.

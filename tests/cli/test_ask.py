@@ -60,17 +60,19 @@ def test_kb_missing_or_not_built(capsys, tmp_path, photo):
 
 
 def test_bad_numbers(capsys, tmp_path, photo):
-    assert "--k must be" in run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "q?", "--k", "-1"])
+    err = run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "q?", "--k", "-1"])
+    assert "k must be between 0 and 100, not -1" in err
     err = run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "q?", "--k", "0", "--beams", "0"])
-    assert "--beams must be" in err
+    assert "the beam width must be between 1 and 16, not 0" in err
+    err = run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "q?", "--k", "101"])
+    assert "k must be between 0 and 100, not 101" in err
 
 
 def test_generator_unreachable(capsys, tmp_path, photo):
-    (tmp_path / "manifest.json").write_text("{}")  # the generator is checked before the KB is opened
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    err = run_error(capsys, ["--kb", str(tmp_path), "--image", str(photo), "q?", "--profile", "paper",
+    err = run_error(capsys, ["--k", "0", "--image", str(photo), "q?", "--profile", "paper",
                              "--generator-url", f"http://127.0.0.1:{port}/v1"])
     assert "cannot reach the generator server" in err and "vllm serve" in err
 
@@ -95,8 +97,10 @@ def test_paper_profile_against_a_server_json(capsys, gen_kb):  # noqa: F811
     assert code == 0 and out["answer"] == "Eagle" and out["used_image"] is True and out["notices"] == []
     assert server.requests[0]["n"] == 4 and server.requests[0]["max_tokens"] == 9 and server.problems == []
     hit = out["hits"][0]
-    assert set(hit) >= {"doc_id", "score", "title", "section", "text", "image_path"}
-    assert hit["title"] == "Apollo 11" and hit["image_path"].endswith("Skimage_moon.png")
+    assert out["schema"] == "ragvqa.answer/1" and out["retriever"] == "text:minilm" and out["k"] == 3
+    assert set(hit) == {"rank", "score", "doc_id", "page_id", "page_title", "section_index", "section_title",
+                        "page_url", "text", "image_ref", "has_image", "image_path"}  # docs/json.md
+    assert hit["page_title"] == "Apollo 11" and hit["image_path"].endswith("Skimage_moon.png") and hit["has_image"]
     assert {"load", "encode", "search", "generate", "total"} <= set(out["timings"])
 
 

@@ -72,4 +72,4 @@ def test_errors_are_one_line(kb, tmp_path, capsys):
     code, _, err = run_cli(capsys, "--kb", str(bare), "anything")
     assert code == 2 and "ragvqa embed" in err and err.count("\n") == 1
     code, _, err = run_cli(capsys, "--kb", str(kb), "x", "--k", "0")
-    assert code == 2 and "--k" in err
+    assert code == 2 and "k must be between 1 and 100, not 0" in err
