@@ -670,7 +670,7 @@ def build_kb(
     existing = _prepare_out_dir(kb, json.loads(json.dumps(config.as_dict())), force)
     if existing is not None and existing.get("status") == COMPLETE:
         return BuildResult(out, "up_to_date", existing)
-    with kb.writing(rerun=kb.build_command()):
+    with kb.writing(rerun=kb.build_command):
         out.mkdir(parents=True, exist_ok=True)
         return _run_build(kb, config, existing, workers, progress)
 

@@ -34,7 +34,7 @@ import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,13 +237,14 @@ class KBDir:
         return self._quiet(lambda: self.manifest)
 
     @contextlib.contextmanager
-    def writing(self, rerun: str) -> Iterator[None]:
+    def writing(self, rerun: str | Callable[[], str]) -> Iterator[None]:
         """Turn an OSError raised while a stage writes into a one-line KnowledgeBaseError.
 
         Disk full (ENOSPC), file-size limit (EFBIG), quota (EDQUOT), a
         read-only file system and the like end a stage with a message naming
         the reason and ``rerun`` (every stage resumes from its last whole
-        shard), not a traceback.
+        shard), not a traceback. ``rerun`` may be a callable, evaluated only
+        on an error (the command can then quote the manifest written meanwhile).
         """
         try:
             yield
@@ -252,9 +253,10 @@ class KBDir:
             reason = os.strerror(code) if code else (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             name = f" ({errno.errorcode[code]})" if code in errno.errorcode else ""
             where = exc.filename or self.root
+            command = rerun() if callable(rerun) else rerun
             raise KnowledgeBaseError(
                 f"cannot write {where}: {reason}{name}",
-                hint=f"free space or raise the limit, then rerun the same command (it resumes): {rerun}",
+                hint=f"free space or raise the limit, then rerun the same command (it resumes): {command}",
             ) from None
 
     # -------------------------------------------------------------- manifest
