@@ -6,6 +6,8 @@ Kinds (implementations are imported only when chosen):
   - ``clip``   -> ragvqa.retriever.baselines.ZeroShotRetriever (CLIP, zero-shot)
   - ``siglip`` -> ragvqa.retriever.baselines.ZeroShotRetriever (SigLIP / SigLIP2)
   - ``ret2``   -> ragvqa.retriever.encoder.ReT2Retriever (a ReT-2 checkpoint)
+  - ``visual`` -> ragvqa.retriever.visual.VisualTextRetriever (MiniLM + the photo's
+                  ImageNet labels, OCR text and features; ``visual:minilm``)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ _KINDS: dict[str, tuple[str, str]] = {
     "clip": ("ragvqa.retriever.baselines", "ZeroShotRetriever"),
     "siglip": ("ragvqa.retriever.baselines", "ZeroShotRetriever"),
     "ret2": ("ragvqa.retriever.encoder", "ReT2Retriever"),
+    "visual": ("ragvqa.retriever.visual", "VisualTextRetriever"),
 }
 
 
