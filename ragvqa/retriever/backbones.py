@@ -115,9 +115,10 @@ class TextTower(nn.Module):
         self, backbone: dict[str, Any], layers: tuple[int, ...], projection_dim: int = 0, heads: bool = True
     ) -> None:
         super().__init__()
-        self.model_type = backbone["model_type"]
+        self.model_type: str = backbone["model_type"]
         self.layers = tuple(layers)
-        self.heads = heads
+        self.heads: bool = heads
+        self.projection: nn.Linear | None
         hf_config = _hf_config(backbone)
         cls = _model_class(self.model_type, heads)
         if not heads:
@@ -155,7 +156,7 @@ class TextTower(nn.Module):
             return [self.model.text_projection]
         if self.model_type in ("siglip_text_model", "siglip2_text_model"):
             return [self.model.head]
-        return [self.projection]
+        return [self.projection] if self.projection is not None else []
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TowerOutput:
         """input_ids, attention_mask: (B, T) -> TowerOutput with layers (B, T, width)."""
@@ -165,7 +166,7 @@ class TextTower(nn.Module):
             pooled = None
         elif self.model_type == "clip_text_model":
             pooled = out.text_embeds  # (B, projection_dim): projected EOS state
-        elif self.model_type == "bert":
+        elif self.model_type == "bert" and self.projection is not None:
             pooled = self.projection(out.last_hidden_state[:, 0])  # (B, projection_dim): [CLS]
         else:
             pooled = out.pooler_output  # (B, projection_size): SigLIP head on the last position
@@ -184,9 +185,9 @@ class VisionTower(nn.Module):
 
     def __init__(self, backbone: dict[str, Any], layers: tuple[int, ...], heads: bool = True) -> None:
         super().__init__()
-        self.model_type = backbone["model_type"]
+        self.model_type: str = backbone["model_type"]
         self.layers = tuple(layers)
-        self.heads = heads
+        self.heads: bool = heads
         hf_config = _hf_config(backbone)
         self.model = _model_class(self.model_type, heads)(hf_config)
         if not heads:
@@ -220,6 +221,8 @@ class VisionTower(nn.Module):
         Returns layers of (B, N, width) with N the number of tokens (CLS + patches for CLIP).
         """
         if self.model_type == "siglip2_vision_model":
+            if pixel_attention_mask is None:
+                raise ModelError("a SigLIP2 NaFlex tower needs pixel_attention_mask and spatial_shapes")
             out = self.model(
                 pixel_values=pixel_values,
                 pixel_attention_mask=pixel_attention_mask,
@@ -240,7 +243,7 @@ class VisionTower(nn.Module):
         return TowerOutput([hidden[i] for i in self.layers], pooled, mask)
 
 
-def load_pretrained_backbone(tower: nn.Module, source: str, *, local_files_only: bool) -> None:
+def load_pretrained_backbone(tower: TextTower | VisionTower, source: str, *, local_files_only: bool) -> None:
     """Load a tower's backbone weights from a transformers checkpoint (path or hub id).
 
     ``source`` may be the full dual-encoder checkpoint (e.g. a CLIPModel): the

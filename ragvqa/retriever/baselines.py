@@ -521,10 +521,10 @@ class ZeroShotRetriever:
 
         n = len(texts)
         result = np.zeros((n, self.dim), dtype=np.float32)
-        image_rows = [i for i in range(n) if use_image[i] is not None]
+        present = [(i, img) for i, img in enumerate(use_image) if img is not None]
         text_rows = [i for i in range(n) if use_image[i] is None]
-        if image_rows:
-            result[image_rows] = self._image_features([use_image[i] for i in image_rows], batch_size)
+        if present:
+            result[[i for i, _ in present]] = self._image_features([img for _, img in present], batch_size)
         if text_rows:
             result[text_rows] = self._text_features([texts[i] for i in text_rows], batch_size)
         return _normalise(result)

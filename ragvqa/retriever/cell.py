@@ -139,6 +139,7 @@ class ReT2Cell(nn.Module):
         self.forget_gate_bias = float(config.forget_gate_bias)
         # v1-compatibility only (see ReT2Config.state_self_attention / state_offset).
         k = config.num_state_tokens
+        self.state_offset: torch.Tensor | None
         self.register_buffer("state_offset", torch.zeros(k, d) if config.state_offset else None)
         self.state_sa = (
             nn.MultiheadAttention(d, config.num_heads, dropout=config.attention_dropout, batch_first=True)

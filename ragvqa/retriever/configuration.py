@@ -41,6 +41,13 @@ logger = logging.getLogger(__name__)
 # ReT-2 Table I: backbone -> (text depth, text layers), (vision depth, vision layers).
 # The rows agree on one thing: the layers depend only on the depth, so the
 # depth-keyed table below is derived from them (a test checks they agree).
+# Convention: layer_indexing="hidden_states" (1-based block numbers). The
+# paper's footnote 1 reads the CLIP ViT-L/14 row (24 blocks; 3, 18, 23) as "the
+# third, eighteenth, and second last layer"; 23 is the second-to-last block only
+# when counted from 1. The official ReT code counts from 0 over hidden_states[1:]
+# (OFFICIAL_LAYER_STRATEGIES): the same numbers there would be blocks 4, 19, 24,
+# ending at the last block. ReT-2's own code was not published when this was
+# written, so the defaults follow the paper's words.
 PAPER_LAYER_TABLE: dict[str, dict[str, tuple[int, tuple[int, int, int]] | None]] = {
     "clip-vit-b-32": {"text": (12, (3, 7, 11)), "vision": (12, (3, 7, 11))},
     "colbertv2": {"text": (12, (3, 7, 11)), "vision": None},

@@ -104,6 +104,8 @@ class ImagePreprocessor:
         """Open a path or pass a PIL image through; RGB. Raises OSError/ValueError if unreadable."""
         if isinstance(image, Image.Image):
             return image.convert("RGB")
+        if image is None:
+            raise ValueError("no image")
         with Image.open(Path(image)) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise ValueError(f"{img.width}x{img.height} pixels is over the {MAX_IMAGE_PIXELS} limit")
@@ -241,6 +243,9 @@ class ReT2Retriever:
         self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="ret2-img")
         self.stats: Counter[str] = Counter()
         self._weights_sha256: str | None = None
+        # What load_retriever needs to rebuild this retriever elsewhere (set by from_spec).
+        self.spec: str | None = None
+        self.load_options: dict[str, Any] = {}
 
     # ---- construction ------------------------------------------------------
     @classmethod

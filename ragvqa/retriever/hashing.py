@@ -89,7 +89,7 @@ def file_sha256(path: Path) -> str:
 
 def model_files(model_dir: Path) -> list[Path]:
     """Every file under ``model_dir`` in a stable order, skipping alternative exports."""
-    files = []
+    files: list[Path] = []
     for root, dirs, names in os.walk(model_dir):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
         files.extend(Path(root) / n for n in sorted(names))

@@ -302,16 +302,19 @@ def official_to_config(
                 raise _refuse(f"passage_config.{name}", b, f"differs from query_config.{name} = {a!r}",
                               hint="ragvqa's query and passage heads share one config")
 
-    text_cfg, vision_cfg = sub.get("text_config"), sub.get("vision_config")
-    for name, value in (("text_config", text_cfg), ("vision_config", vision_cfg)):
+    backbones: dict[str, dict[str, Any]] = {}
+    for name in ("text_config", "vision_config"):
+        value = sub.get(name)
         if not isinstance(value, dict) or "model_type" not in value:
             raise _refuse(name, value, "a ReT model needs both backbones' configs")
+        backbones[name] = value
+    text_cfg, vision_cfg = backbones["text_config"], backbones["vision_config"]
     text_backbone = backbone_config_dict(_hf_config(text_cfg))
     vision_backbone = backbone_config_dict(_hf_config(vision_cfg))
 
     # layers: the named table, or explicit lists (0-based block numbers in both cases)
     strategy = sub.get("layer_strategy")
-    explicit = {n: sub.get(n) for n in _EXPLICIT_LAYER_FIELDS if sub.get(n) is not None}
+    explicit: dict[str, list[int]] = {n: list(sub[n]) for n in _EXPLICIT_LAYER_FIELDS if sub.get(n) is not None}
     if strategy is None and len(explicit) == 2:
         text_layers = tuple(int(i) for i in explicit["text_layer_idxs"])
         vision_layers = tuple(int(i) for i in explicit["vision_layer_idxs"])

@@ -96,7 +96,8 @@ def parameter_groups(model: ReT2Model, lr: float, backbone_lr_scale: float = 0.0
     The paper downscales the backbones' learning rate by 0.05 when they are
     unfrozen; the pooling/projection layers count as backbone weights here.
     """
-    backbone, cell = [], []
+    backbone: list[torch.nn.Parameter] = []
+    cell: list[torch.nn.Parameter] = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
