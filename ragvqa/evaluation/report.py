@@ -71,7 +71,10 @@ def _score_rows(adapter: DatasetAdapter, answers: dict[str, Any] | None) -> list
         cells = " | ".join(f"**{fmt(v)}**" for v in adapter.run_scores(answers))
         lines.append(f"| **this run**{adapter.run_label_note(answers)} | {cells} |")
     for row in PAPER_TABLE_VII:
-        cells = " | ".join(f"{v:.1f}" for v in adapter.paper_scores(row))
+        paper = adapter.paper_scores(row)
+        if not paper:  # a dataset the paper did not evaluate (jsonl)
+            continue
+        cells = " | ".join(f"{v:.1f}" for v in paper)
         lines.append(f"| paper: {row.generator} + {row.retriever} | {cells} |")
     return lines
 

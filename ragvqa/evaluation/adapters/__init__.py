@@ -17,8 +17,11 @@ from ragvqa.evaluation.adapters.base import (
 )
 from ragvqa.evaluation.adapters.evqa import EVQAAdapter
 from ragvqa.evaluation.adapters.infoseek import InfoSeekAdapter
+from ragvqa.evaluation.adapters.jsonl import JsonlAdapter
 
-ADAPTERS: dict[str, DatasetAdapter] = {a.name: a for a in (EVQAAdapter(), InfoSeekAdapter())}
+ADAPTERS: dict[str, DatasetAdapter] = {
+    a.name: a for a in (EVQAAdapter(), InfoSeekAdapter(), JsonlAdapter())
+}
 DATASETS: tuple[str, ...] = tuple(ADAPTERS)
 
 
@@ -39,6 +42,7 @@ __all__ = [
     "DatasetAdapter",
     "EVQAAdapter",
     "InfoSeekAdapter",
+    "JsonlAdapter",
     "PaperRow",
     "Prepared",
     "PreparedQuestion",
