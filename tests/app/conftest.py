@@ -63,7 +63,7 @@ def demo_pipeline(demo_kb, oracle):
 def demo_app(demo_pipeline, demo_kb):
     from ragvqa.app.demo import build_app, launch
 
-    app = build_app(demo_pipeline, kb_label=str(demo_kb))
+    app = build_app(demo_pipeline, kb_label=demo_kb.name)
     launch(app, port=None, concurrency=CONCURRENCY, queue_size=64, block=False, quiet=True)
     yield app
     app.close()

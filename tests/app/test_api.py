@@ -9,7 +9,7 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 from ragvqa.kb.sample import SAMPLE_QUESTIONS
-from ragvqa.pipeline import OFFLINE_NOTICE, document_context
+from ragvqa.pipeline import PHOTO_NOT_USED_NOTICE, document_context
 from tests.app.conftest import CONCURRENCY, fake_vllm_profile
 
 pytestmark = pytest.mark.filterwarnings("ignore::pandas.errors.Pandas4Warning")  # inside gradio's queue
@@ -87,9 +87,10 @@ def test_large_photo_is_downscaled(client, bad_files):
         ("huge", ASTRONAUT.question, {}, "'huge.png' is too large: 7000x7000 = 49,000,000 pixels"),
         ("good", "   ", {}, "the question is empty"),
         ("good", "why " * 400, {}, "the question is 1,599 characters long (limit 1,000)"),
-        ("good", ASTRONAUT.question, {"k": 50}, "k must be a whole number from 1 to 10"),
-        ("good", ASTRONAUT.question, {"beams": 0}, "beams must be a whole number from 1 to 5"),
-        ("good", ASTRONAUT.question, {"max_new_tokens": 5000}, "max new tokens must be a whole number from 1 to 64"),
+        # the package-wide request limits (ragvqa.limits), the same as ask's
+        ("good", ASTRONAUT.question, {"k": 101}, "k must be a whole number from 1 to 100"),
+        ("good", ASTRONAUT.question, {"beams": 0}, "beams must be a whole number from 1 to 16"),
+        ("good", ASTRONAUT.question, {"max_new_tokens": 5000}, "max new tokens must be a whole number from 1 to 1024"),
     ],
     ids=["no-photo", "not-an-image", "truncated", "empty-file", "too-many-pixels", "empty-question",
          "long-question", "k-out-of-bounds", "beams-out-of-bounds", "tokens-out-of-bounds"],
@@ -142,7 +143,7 @@ def test_offline_profile_says_the_photo_is_not_used(demo_pipeline, bad_files, or
     assert not pipeline.uses_image
     text, info, _, details = DemoHandler(pipeline).answer(str(bad_files["good"]), ASTRONAUT.question)
     assert text == "SpaceShipOne"
-    assert details["used_image"] is False and details["notices"] == [OFFLINE_NOTICE]
+    assert details["used_image"] is False and details["notices"] == [PHOTO_NOT_USED_NOTICE]
     assert "The photo was NOT used" in info
     assert not any(p["type"] == "image_url" for p in oracle.requests[-1]["messages"][0]["content"])
 

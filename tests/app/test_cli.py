@@ -23,12 +23,24 @@ def test_missing_kb_is_one_line_error(tmp_path, capsys):
         (["--port", "70000"], "--port must be between 1 and 65535"),
         (["--concurrency", "0"], "--concurrency must be between 1 and 256"),
         (["--queue-size", "0"], "--queue-size must be between 1 and 10000"),
-        (["--profile", "offline", "--generator-url", "http://127.0.0.1:9/v1"], "--generator-url needs a vision-language profile"),
     ],
 )
 def test_bad_options_fail_before_loading_models(tmp_path, capsys, argv, message):
     assert main(["demo", "--kb", str(tmp_path), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_port_in_use_fails_before_loading_models(tmp_path, capsys):
+    import socket
+
+    # tmp_path is no KB: had the models (and the KB) been loaded first, the error would be about the KB.
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code = main(["demo", "--kb", str(tmp_path), "--port", str(busy.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot serve on 127.0.0.1:") and "pick another --port" in err
+    assert err.count("\n") == 1, err
 
 
 def test_bad_auth_variable(tmp_path, capsys, monkeypatch):

@@ -86,7 +86,8 @@ def test_page_is_served_offline(served, demo_kb):
 
     config = httpx.get(served.url + "config", timeout=10).text
     assert "Profile <b>offline</b>" in config and "The photo was NOT used" in config
-    assert str(demo_kb) in config  # the KB is named in the header
+    # the KB is named in the header by its folder name; the server's file system is not shown
+    assert f"knowledge base <code>{demo_kb.name}</code>" in config and str(demo_kb) not in config
     assert SAMPLE_QUESTIONS[1].question in config and "astronaut.png" in config  # the bundled examples
 
 
