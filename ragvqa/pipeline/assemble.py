@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ragvqa.config import GeneratorConfig, Profile, get_profile
 from ragvqa.errors import InputError, KnowledgeBaseError
+from ragvqa.kb.layout import KBDir, as_kb_dir
 from ragvqa.limits import check_k
 from ragvqa.pipeline.rag import RAGPipeline
 
@@ -64,14 +65,13 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return "bfloat16" if device.startswith("cuda") else "float32"
 
 
-def resolve_retriever_spec(kb_dir: str | Path, profile_spec: str, explicit: str | None) -> str:
+def resolve_retriever_spec(kb_dir: str | Path | KBDir, profile_spec: str, explicit: str | None) -> str:
     """The ``KIND:ARG`` spec to load for a KB (see the module docstring for the rules).
 
     Raises:
         InputError: a malformed spec.
         KnowledgeBaseError: no spec can be told (none given, none recorded).
     """
-    from ragvqa.index.search import recorded_retriever_spec
     from ragvqa.retriever.registry import parse_spec
 
     if explicit:
@@ -81,7 +81,7 @@ def resolve_retriever_spec(kb_dir: str | Path, profile_spec: str, explicit: str 
     if arg:
         parse_spec(profile_spec)
         return profile_spec
-    recorded = recorded_retriever_spec(kb_dir)
+    recorded = as_kb_dir(kb_dir).recorded_retriever_spec()
     if recorded and (not kind or recorded.partition(":")[0] == kind):
         return recorded
     if not recorded:
@@ -96,7 +96,7 @@ def resolve_retriever_spec(kb_dir: str | Path, profile_spec: str, explicit: str 
 
 
 def build_pipeline(
-    kb_dir: str | Path | None,
+    kb_dir: str | Path | KBDir | None,
     profile: str | Profile | None = "offline",
     *,
     retriever_spec: str | None = None,
@@ -166,9 +166,12 @@ def build_pipeline(
             )
         from ragvqa.index.search import KBSearcher
 
-        spec = resolve_retriever_spec(kb_dir, prof.retriever, retriever_spec)
+        # One KBDir for the whole load: each manifest is read once and cached.
+        kb = as_kb_dir(kb_dir)
+        kb.require_finished()  # a missing or half-built KB names `ragvqa build-kb`
+        spec = resolve_retriever_spec(kb, prof.retriever, retriever_spec)
         prof = prof.with_overrides(retriever=spec)
-        searcher = KBSearcher(kb_dir, None, nprobe=nprobe, ef_search=ef_search)
+        searcher = KBSearcher(kb, None, nprobe=nprobe, ef_search=ef_search)
 
     # 2. A generator server is a cheap ping: an unreachable one fails before the retriever loads.
     generator = None
@@ -185,7 +188,7 @@ def build_pipeline(
 
             say(f"loading the retriever {spec} ({device_name}, {dtype_name})")
             retriever = load_retriever(spec, device=device_name, dtype=dtype_name, instruction=prof.instruction)
-            check_retriever(searcher.kb_dir, retriever)
+            check_retriever(searcher.dir, retriever)
             searcher.retriever = retriever
         if with_generator and generator is None:
             say(f"loading the generator {prof.generator.backend}:{prof.generator.model}")

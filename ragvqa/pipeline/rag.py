@@ -264,6 +264,27 @@ class RAGPipeline:
             dataset: prompt variant, ``"evqa"`` or ``"infoseek"``.
             num_beams, max_new_tokens: decoding overrides (None: config values).
         """
+        answers = self.answer_batch(
+            images, questions, hits, dataset=dataset, num_beams=num_beams, max_new_tokens=max_new_tokens
+        )
+        return [a.text for a in answers]
+
+    def answer_batch(
+        self,
+        images: Sequence[Any],
+        questions: Sequence[str],
+        hits: Sequence[Sequence[Hit]],
+        *,
+        dataset: str = "evqa",
+        num_beams: int | None = None,
+        max_new_tokens: int | None = None,
+    ) -> list[Answer]:
+        """:class:`ragvqa.types.Answer` objects for N questions and their retrieved hits.
+
+        The batched form of :meth:`answer` (the evaluation's): the same notices,
+        ``used_image`` and exact prompt per question; ``timings["generate"]``
+        is the batch's generation time divided by N.
+        """
         from ragvqa.imageio import open_image
 
         generator = self._require_generator()
@@ -273,7 +294,29 @@ class RAGPipeline:
         requests = self.requests_for(decoded, questions, hits, dataset=dataset)
         if not requests:
             return []
-        return generator.generate(requests, **decoding)
+        started = time.perf_counter()
+        generations = generator.generate_detailed(requests, **decoding)
+        each = (time.perf_counter() - started) / len(requests)
+        return [
+            self._answer_of(generation, list(doc_hits), had_photo=image is not None, timings={"generate": each})
+            for generation, doc_hits, image in zip(generations, hits, images, strict=True)
+        ]
+
+    def _answer_of(self, generation: Any, hits: list[Hit], *, had_photo: bool, timings: dict[str, float]) -> Answer:
+        notices = []
+        if had_photo and not self.uses_image:
+            notices.append(PHOTO_NOT_USED_NOTICE)
+        if not generation.text.strip():
+            notices.append("The generator returned an empty answer.")
+        return Answer(
+            text=generation.text.strip(),
+            hits=hits,
+            timings=timings,
+            profile=self.profile.name,
+            used_image=had_photo and self.uses_image,
+            prompt=generation.prompt,
+            notices=notices,
+        )
 
     # -- one question (CLI, demo, Python API) ---------------------------------------
 
@@ -318,18 +361,4 @@ class RAGPipeline:
         generation = generator.generate_detailed([request], **decoding)[0]
         timings["generate"] = time.perf_counter() - generate_started
         timings["total"] = time.perf_counter() - started
-        notices = []
-        used_image = pil is not None and self.uses_image
-        if pil is not None and not self.uses_image:
-            notices.append(PHOTO_NOT_USED_NOTICE)
-        if not generation.text.strip():
-            notices.append("The generator returned an empty answer.")
-        return Answer(
-            text=generation.text.strip(),
-            hits=hits,
-            timings=timings,
-            profile=self.profile.name,
-            used_image=used_image,
-            prompt=generation.prompt,
-            notices=notices,
-        )
+        return self._answer_of(generation, hits, had_photo=pil is not None, timings=timings)
