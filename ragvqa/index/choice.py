@@ -121,10 +121,11 @@ def estimate_bytes(factory: str, n: int, dim: int) -> int:
             fixed += 4 * dim * dim
         elif part.startswith("PQ"):
             spec = part[2:].rstrip("fsr")
-            m, _, bits = spec.partition("x")
-            code = math.ceil(int(m) * int(bits or 8) / 8)
+            m_text, _, bits = spec.partition("x")
+            m = int(m_text)
+            code = math.ceil(m * int(bits or 8) / 8)
             per_doc += code
-            fixed += int(m) * (2 ** int(bits or 8)) * (dim // int(m)) * 4
+            fixed += m * (2 ** int(bits or 8)) * (dim // m) * 4
             if "fs" in part and nlist:  # fast-scan block padding: half a block per list on average
                 fixed += nlist * (FASTSCAN_BLOCK // 2) * code
         elif part == "SQfp16":

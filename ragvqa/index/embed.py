@@ -242,7 +242,7 @@ def _embed_locked(
         by_file = {e.get("file"): e for e in existing.get("shards", []) if isinstance(e, dict)}
         for task in tasks:
             entry = by_file.get(kb.vectors_name(task.number))
-            if shard_is_done(kb, entry, task, retriever.dim):
+            if entry is not None and shard_is_done(kb, entry, task, retriever.dim):
                 done[task.number] = entry
     todo = [t for t in tasks if t.number not in done]
     logger.info("%s: %d shards, %d already embedded, %d to do", kb.root, len(tasks), len(done), len(todo))

@@ -78,7 +78,7 @@ class FaissIndex:
         self._pending_ids: list[np.ndarray] = []
         self._rerank_shards: list[np.ndarray] = []
         self._rerank_offsets = np.zeros(1, np.int64)
-        self._rerank_dtype = np.float16
+        self._rerank_dtype: Any = np.float16
         self._fastscan: Any = False  # not looked up yet (see _ivf_fastscan)
 
     # -- construction ---------------------------------------------------------------

@@ -133,7 +133,7 @@ class KBSearcher:
         documents = dict(zip(wanted, self.kb.get(wanted), strict=True))
         out: list[list[Hit]] = []
         for row_scores, row_ids in zip(scores, ids, strict=True):
-            hits = []
+            hits: list[Hit] = []
             for score, doc_id in zip(row_scores, row_ids, strict=True):
                 if doc_id < 0:
                     break  # -1 pads the tail when fewer than k hits exist

@@ -704,8 +704,8 @@ def build_kb(
 def _gather_sources(wiki: Any, fmt: str) -> tuple[list[Path], str, tuple[str, ...]]:
     """(files, format, per-file formats when they differ) for one source or a list of (path, format)."""
     if isinstance(wiki, (str, Path)):
-        files, found = list_sources(Path(wiki), fmt)
-        return files, found, ()
+        one, found = list_sources(Path(wiki), fmt)
+        return one, found, ()
     files: list[Path] = []
     formats: list[str] = []
     for item in wiki:

@@ -441,7 +441,7 @@ def download_refs(
 
     # Compact in-memory state (millions of refs): path -> (bytes, sha256) of
     # stored files; ref -> (permanent, JSON line) of the last run's failures.
-    ledger: dict[str, tuple[int, str]] = {
+    ledger: dict[str, tuple[int | None, str | None]] = {
         row["path"]: (row.get("bytes"), row.get("sha256"))
         for row, _ in iter_jsonl(ledger_path)
         if isinstance(row.get("path"), str)
@@ -566,7 +566,7 @@ def _plan(
     refs: Iterable[str],
     out: Path,
     config: FetchConfig,
-    ledger: dict[str, tuple[int, str]],
+    ledger: dict[str, tuple[int | None, str | None]],
     previous_failures: dict[str, tuple[bool, str]],
     counts: collections.Counter,
     add_failure: Callable[[dict[str, Any]], None],

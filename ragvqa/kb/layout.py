@@ -251,7 +251,7 @@ class KBDir:
         except OSError as exc:
             code = exc.errno if isinstance(exc.errno, int) else None
             reason = os.strerror(code) if code else (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            name = f" ({errno.errorcode[code]})" if code in errno.errorcode else ""
+            name = f" ({errno.errorcode[code]})" if code is not None and code in errno.errorcode else ""
             where = exc.filename or self.root
             command = rerun() if callable(rerun) else rerun
             raise KnowledgeBaseError(

@@ -394,7 +394,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     from ragvqa.cli import main
 
     assert main(["fetch-images", str(tmp_path / "no_kb"), "--out", str(tmp_path / "o")]) == 2
-    assert "is not a knowledge base" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "knowledge base directory not found" in err and "ragvqa build-kb" in err and err.count("\n") == 1
     kb = make_kb(tmp_path / "kb", ["A.png"])
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

@@ -328,12 +328,11 @@ def iter_pages(
     for key, entry in iter_entries(path):
         if limit is not None and yielded >= limit:
             return
+        problem: ValueError | None = None
         try:
             page = entry_to_page(key, entry)
         except ValueError as exc:
             page, problem = None, exc
-        else:
-            problem = None
         if passed < skip:
             # Passed over: the run that yielded these pages counted them.
             passed += page is not None

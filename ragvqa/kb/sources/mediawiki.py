@@ -34,7 +34,7 @@ import itertools
 import logging
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -139,7 +139,7 @@ class _PageParser:
     """
 
     def __init__(self, namespaces: _Namespaces | None = None) -> None:
-        self._parser = ET.XMLPullParser(events=("start", "end"))
+        self._parser: Any = ET.XMLPullParser(events=("start", "end"))  # typeshed's event tuple is too loose
         self._root: ET.Element | None = None
         self.namespaces = namespaces or _Namespaces()
         self._have_siteinfo = namespaces is not None and namespaces.prefixes is not None
@@ -154,7 +154,8 @@ class _PageParser:
 
     def _drain(self) -> list[RawPage]:
         pages: list[RawPage] = []
-        for event, elem in self._parser.read_events():
+        events: Iterator[tuple[str, ET.Element]] = self._parser.read_events()
+        for event, elem in events:
             if event == "start":
                 if self._root is None:
                     self._root = elem
@@ -220,7 +221,7 @@ def _is_bz2(path: Path) -> bool:
 
 def _decompress(
     raw, path: Path, start: int = 0, end: int | None = None
-) -> Iterator[tuple[bytes, int]]:
+) -> Generator[tuple[bytes, int], None, None]:
     """Decompress concatenated bz2 streams read from ``raw`` (positioned at ``start``).
 
     Yields ``(data, compressed_offset_reached)``. Reads up to ``end`` (absolute
@@ -481,7 +482,7 @@ def _read_header(path: Path) -> _Namespaces:
 
 def _ordered_map(
     fn: Callable[..., list[Any]], tasks: Iterable[tuple[Any, ...]], workers: int, where: Path
-) -> Iterator[list[Any]]:
+) -> Generator[list[Any], None, None]:
     """``fn(*task)`` for each task, results in task order; in-process when ``workers == 1``.
 
     At most ``2 * workers`` tasks are in flight, so memory stays bounded however
@@ -498,11 +499,11 @@ def _ordered_map(
         exhausted = False
         while True:
             while not exhausted and len(pending) < 2 * workers:
-                task = next(iterator, None)
-                if task is None:
+                item: tuple[Any, ...] | None = next(iterator, None)
+                if item is None:
                     exhausted = True
                 else:
-                    pending.append(executor.submit(fn, *task))
+                    pending.append(executor.submit(fn, *item))
             if not pending:
                 break
             try:
