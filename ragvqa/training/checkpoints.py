@@ -81,7 +81,7 @@ def _fsync_dir(directory: Path) -> None:
 def save_checkpoint(
     out_dir: Path,
     step: int,
-    model: torch.nn.Module,
+    model: Any,
     tokenizer: Any,
     trainer_state: dict[str, Any],
     info: dict[str, Any],

@@ -22,8 +22,9 @@ and a JSONL of questions about it::
      "doc_ids": [1234, 1240]}
 
 Relative image paths are resolved against ``image_root`` (default: the JSONL
-file's directory). Query texts become ``"{instruction} {question}"``, exactly
-as :meth:`ReT2Retriever.encode_queries` builds them at search time.
+file's directory). Query texts become ``f"{instruction} {question}"``, exactly
+as :meth:`ReT2Retriever.encode_queries` builds them at search time (a query
+with an empty question keeps the instruction alone, as the official code does).
 
 Bad input never stops a run half-way and is never lost silently: a malformed
 line, a query whose image file is missing, a positive id that is not among
@@ -103,11 +104,14 @@ class TrainingData:
 
 
 def query_text(question: str | None, instruction: str | None) -> str | None:
-    """``"{instruction} {question}"`` as ReT2Retriever.encode_queries builds it; None without a question."""
-    if not question or not question.strip():
-        return None
-    prefix = (instruction or "").strip()
-    return f"{prefix} {question.strip()}" if prefix else question.strip()
+    """The query string exactly as ReT2Retriever.encode_queries builds it (one place: encoder.query_texts).
+
+    ``f"{instruction} {question}"``; no question: the instruction alone (as
+    the official ReT code does); neither: None (an image-only query).
+    """
+    from ragvqa.retriever.encoder import query_texts
+
+    return query_texts([question], [instruction])[0]
 
 
 def passage_text(text: str | None) -> str | None:
@@ -358,7 +362,7 @@ def _read_pairs(path: Path, image_root: Path, instruction: str | None, problem: 
         ok_q, question = _optional_str(record, "question")
         ok_i, image = _optional_str(record, "image")
         ints = ids is not None and all(str(v).lstrip("-").isdigit() for v in ids)
-        if not (ints and ok_q and ok_i):
+        if ids is None or not (ints and ok_q and ok_i):
             problem("malformed_line", where, "needs integer doc_ids and string question / image")
             continue
         qid = str(record.get("id", f"line {number}"))

@@ -26,12 +26,16 @@ def encode(
     texts: list[str | None],
     images: list[str | None],
     *,
+    side: str,
     device: torch.device,
     batch_size: int,
     autocast: bool = False,
     counts: Counter | None = None,
 ) -> torch.Tensor:
-    """(N,) texts and image paths -> (N, D) float32 L2-normalised embeddings on the CPU."""
+    """(N,) texts and image paths -> (N, D) float32 L2-normalised embeddings on the CPU.
+
+    ``side``: ``query`` or ``passage`` (which head encodes them).
+    """
     out = []
     for start in range(0, len(texts), batch_size):
         inputs, c = collator(texts[start : start + batch_size], images[start : start + batch_size])
@@ -39,7 +43,7 @@ def encode(
             counts.update(c)
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
         with ctx:
-            emb = model(**to_device(inputs, device)).embedding
+            emb = model(**to_device(inputs, device), side=side).embedding
         out.append(F.normalize(emb.float(), dim=-1).cpu())
     dim = int(model.config.output_dim)
     return torch.cat(out) if out else torch.zeros(0, dim)
@@ -61,9 +65,9 @@ def recall_at_k(
     model.eval()
     counts: Counter = Counter()
     docs = [passages[pid] for pid in pool]
-    doc_emb = encode(model, collator, [p.text for p in docs], [p.image for p in docs],
+    doc_emb = encode(model, collator, [p.text for p in docs], [p.image for p in docs], side="passage",
                      device=device, batch_size=batch_size, autocast=autocast, counts=counts)
-    q_emb = encode(model, collator, [q.text for q in queries], [q.image for q in queries],
+    q_emb = encode(model, collator, [q.text for q in queries], [q.image for q in queries], side="query",
                    device=device, batch_size=batch_size, autocast=autocast, counts=counts)
     index = {pid: j for j, pid in enumerate(pool)}
     relevant = torch.zeros(len(queries), len(pool), dtype=torch.bool)

@@ -83,7 +83,19 @@ def load_initial(spec: str, *, work_dir: Path, seed: int) -> tuple[ReT2Model, An
             info.update(kind="official", converted=str(converted), conversion=summary)
         directory = converted
     model, directory = load_ret2(directory)
+    check_trainable(model, arg)
     return model.train(), _tokenizer_from(directory), info
+
+
+def check_trainable(model: ReT2Model, source: str) -> None:
+    """Refuse a multi-token (ReT v1 late-interaction) model: the loss here is single-vector InfoNCE."""
+    tokens = int(getattr(model, "num_output_tokens", 1))
+    if tokens != 1:
+        raise ModelError(
+            f"{source} encodes each input as {tokens} tokens (ReT v1 late interaction); "
+            "ragvqa train trains single-vector ReT-2 models",
+            hint="start from a ReT-2 checkpoint or from backbones (--init backbones:...)",
+        )
 
 
 def _load_backbone_tokenizer(text_source: str, model: ReT2Model, work_dir: Path, offline: bool) -> Any:
@@ -104,9 +116,9 @@ def set_backbones_frozen(model: ReT2Model, frozen: bool) -> None:
     model.apply_freezing()
 
 
-def trainable_backbones(model: ReT2Model) -> list[torch.nn.Module]:
+def trainable_backbones(model: ReT2Model) -> list[Any]:
     """The backbone models that are being trained (not frozen)."""
-    out = []
+    out: list[Any] = []  # transformers PreTrainedModels
     if not model.config.freeze_text_backbone:
         out.append(model.text_tower.model)
     if not model.config.freeze_vision_backbone:
@@ -121,5 +133,9 @@ def enable_gradient_checkpointing(model: ReT2Model) -> int:
     """
     towers = trainable_backbones(model)
     for tower in towers:
-        tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # non-reentrant: works with DDP and with inputs that need no gradient
+        if hasattr(tower, "activation_checkpointing_enable"):  # transformers >= 5.2x
+            tower.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return len(towers)

@@ -38,12 +38,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ragvqa.errors import InputError, ModelError
 from ragvqa.training import distributed as dist_util
 from ragvqa.training.batching import BatchPlan
 from ragvqa.training.checkpoints import (
-    CHECKPOINTS_DIR,
     latest_checkpoint,
     load_trainer_state,
     prune_checkpoints,
@@ -69,12 +69,14 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE = "train_config.json"
 SUMMARY_FILE = "summary.json"
-# What a finished run leaves at the top of OUT besides the model files (removed by --force).
-_RUN_OUTPUTS = (RUN_FILE, SUMMARY_FILE, METRICS_FILE, PLOT_FILE, CHECKPOINTS_DIR, "init-converted", "init-tokenizer")
 
 
 class PairEncoder(nn.Module):
-    """The shared encoder applied to both sides in one forward call (what DDP wraps)."""
+    """The encoder applied to both sides in one forward call (what DDP wraps).
+
+    ReT-2 shares one head; a converted ReT v1 checkpoint with its own passage
+    head trains both heads.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -82,7 +84,7 @@ class PairEncoder(nn.Module):
 
     def forward(self, queries: dict[str, torch.Tensor], documents: dict[str, torch.Tensor]):
         """-> (queries (n, D), documents (n, D)) embeddings, not normalised."""
-        return self.model(**queries).embedding, self.model(**documents).embedding
+        return self.model(**queries, side="query").embedding, self.model(**documents, side="passage").embedding
 
 
 class MicroBatches(torch.utils.data.Dataset):
@@ -123,12 +125,11 @@ def _prepare_out(config: TrainConfig, force: bool, env: dist_util.DistEnv) -> bo
     run_file = out / RUN_FILE
     resuming = False
     if env.is_main:
-        if force and run_file.is_file():
-            for name in (*_RUN_OUTPUTS, "config.json", "model.safetensors"):
-                path = out / name
-                if path.is_dir():
+        if force and run_file.is_file():  # a run directory: everything in it is the run's
+            for path in out.iterdir():
+                if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path)
-                elif path.exists():
+                else:
                     path.unlink()
         if run_file.is_file():
             previous = json.loads(run_file.read_text())
@@ -162,13 +163,14 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
 
 def _read_data(config: TrainConfig, instruction: str) -> TrainingData:
     d = config.data
-    common = dict(eval_fraction=config.eval_fraction, eval_pool=config.eval_pool, seed=config.seed)
     if d.get("kind") == "m2kr":
         return read_m2kr(d["queries"], d["passages"], image_root=d.get("image_root"),
-                         eval_queries=d.get("eval_queries"), default_instruction=instruction, **common)
+                         eval_queries=d.get("eval_queries"), default_instruction=instruction,
+                         eval_fraction=config.eval_fraction, eval_pool=config.eval_pool, seed=config.seed)
     if d.get("kind") == "kb":
         return read_kb_pairs(d["kb"], d["pairs"], image_root=d.get("image_root"),
-                             eval_pairs=d.get("eval_pairs"), instruction=instruction, **common)
+                             eval_pairs=d.get("eval_pairs"), instruction=instruction,
+                             eval_fraction=config.eval_fraction, eval_pool=config.eval_pool, seed=config.seed)
     raise InputError(f"unknown training data kind {d.get('kind')!r}", hint="use M2KR files or --kb with --pairs")
 
 
@@ -219,11 +221,11 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
     resuming = _prepare_out(config, force, env)
     summary_path = out / SUMMARY_FILE
     if resuming and summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("status") == "complete":
+        done_before: dict[str, Any] = json.loads(summary_path.read_text())
+        if done_before.get("status") == "complete":
             if env.is_main:
-                print(f"{out} is already trained ({summary.get('steps')} steps); nothing to do", file=sys.stderr)
-            return summary
+                print(f"{out} is already trained ({done_before.get('steps')} steps); nothing to do", file=sys.stderr)
+            return done_before
 
     latest = latest_checkpoint(out) if resuming else None
     if latest is not None:
@@ -257,12 +259,15 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
     optimizer = build_optimizer(model, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
 
-    start_step, counts, elapsed_before = 0, Counter(), 0.0
+    start_step, elapsed_before = 0, 0.0
+    counts: Counter[str] = Counter()
     if latest is not None:
         state = load_trainer_state(latest[1])
         optimizer.load_state_dict(state["optimizer"])
         start_step = int(state["step"])
-        counts.update(state.get("counts", {}))
+        per_rank = state.get("counts", [])
+        if env.rank < len(per_rank):
+            counts.update(per_rank[env.rank])
         elapsed_before = float(state.get("elapsed_s", 0.0))
         _set_rng_state(state["rng"], env, config.seed)
         if env.is_main:
@@ -271,7 +276,7 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
         torch.manual_seed(config.seed + env.rank)  # this process's dropout stream
 
     if env.distributed:
-        wrapped: nn.Module = nn.parallel.DistributedDataParallel(
+        wrapped: nn.Module = DDP(
             PairEncoder(model), device_ids=[env.device.index] if env.device.type == "cuda" else None,
             broadcast_buffers=False,
         )
@@ -331,7 +336,8 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
             counts.update(item["counts"])
             q_in, d_in = to_device(item["queries"], env.device), to_device(item["documents"], env.device)
             last = micro == config.grad_accum - 1
-            sync = wrapped.no_sync() if env.distributed and not last else contextlib.nullcontext()
+            # DDP all-reduces gradients on the last micro-step only
+            sync = wrapped.no_sync() if isinstance(wrapped, DDP) and not last else contextlib.nullcontext()
             with sync:
                 ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
                 with ctx:
@@ -376,13 +382,10 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
             evaluate(done)  # before the checkpoint: a run resumed from it keeps this record
         if done % config.checkpoint_every == 0 or done == total:
             rng = dist_util.gather_objects(_rng_state(env), env)
-            all_counts = dist_util.gather_objects(dict(counts), env)
+            all_counts = dist_util.gather_objects(dict(counts), env)  # per process, in rank order
             if env.is_main:
-                merged: Counter = Counter()
-                for c in all_counts:
-                    merged.update(c)
                 state = {"step": done, "optimizer": optimizer.state_dict(), "rng": rng,
-                         "counts": dict(counts), "counts_all": dict(merged), "world_size": env.world_size,
+                         "counts": all_counts, "world_size": env.world_size,
                          "elapsed_s": elapsed_before + time.perf_counter() - t0}
                 path = save_checkpoint(out, done, model, tokenizer, state,
                                        {"epoch": plan.epoch_of(step), "total_steps": total, "loss": loss_mean})
@@ -401,9 +404,9 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
         records = read_metrics(out / METRICS_FILE)
         evals = [r for r in records if r.get("type") == "eval"]
         final_eval = evals[-1] if evals and evals[-1]["step"] == total else None
-        all_counts = Counter()
+        batch_counts: Counter[str] = Counter()
         for c in dist_util.gather_objects(dict(counts), env):
-            all_counts.update(c)
+            batch_counts.update(c)
         summary = {
             "status": "complete",
             "steps": total,
@@ -414,7 +417,7 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
             "init": init_info,
             "data": data.describe,
             "data_counts": dict(data.counts),
-            "batch_counts": dict(all_counts),
+            "batch_counts": dict(batch_counts),
             "first_eval": evals[0] if evals else None,
             "final_eval": final_eval,
             "final_loss": next((r["loss"] for r in reversed(records) if r.get("type") == "train"), None),

@@ -24,7 +24,7 @@ def test_m2kr_toy_files_read_completely(tmp_path):
     q = data.train[0]
     assert q.text == f"Retrieve the document that names the colour: {QUESTION}"  # the record's own instruction
     assert Path(q.image).is_file() and q.positives == ("colour_0",)
-    assert data.passages["colour_0"].text.startswith("The colour red") and data.passages["colour_0"].image is None
+    assert data.passages["colour_0"].text == "red" and data.passages["colour_0"].image is None
     # eval pool: the eval positives first (all 12 colours), nothing else exists
     assert set(data.eval_pool) == {f"colour_{c}" for c in range(len(COLOURS))}
     assert data.counts["train_queries"] == 24 and data.counts["eval_queries"] == 12
@@ -44,7 +44,7 @@ def test_m2kr_bad_input_is_skipped_and_counted(tmp_path, caplog):
         {"data_id": "d", "question": "q?", "image_path": "img/ok.png"},  # no positives
         {"data_id": "e", "question": "q?", "image_path": "img/gone.png", "passage_id": ["p1"]},  # missing image
         {"data_id": "f", "question": "q?", "image_path": None, "passage_id": ["nope"]},  # unknown positive only
-        {"data_id": "g", "question": "", "image_path": None, "passage_id": ["p1"]},  # nothing to encode
+        {"data_id": "g", "question": "", "instruction": "", "image_path": None, "passage_id": ["p1"]},  # nothing
         {"data_id": "h", "question": "text only?", "image_path": None, "passage_id": ["p2"]},
         "",
     ])
@@ -104,7 +104,7 @@ def test_kb_pairs(tmp_path):
     data = read_kb_pairs(files["kb"], bad, eval_pairs=files["eval"], instruction="Using the image:", eval_pool=5)
     assert len(data.train) == len(COLOURS) and len(data.eval) == len(COLOURS)
     assert data.train[0].text == f"Using the image: {QUESTION}" and data.train[0].positives == ("0",)
-    assert data.passages["3"].text.startswith("The colour yellow")
+    assert data.passages["3"].text == "yellow"
     assert data.counts["unknown_positive_id"] == 1 and data.counts["query_without_known_positive"] == 1
     assert data.counts["malformed_line"] == 1 and data.counts["query_image_missing"] == 1
     # the eval pool holds every eval positive even when eval_pool is smaller
@@ -113,7 +113,9 @@ def test_kb_pairs(tmp_path):
         read_kb_pairs(tmp_path / "nokb", files["train"])
 
 
-def test_query_text_matches_the_search_time_encoder():
-    assert query_text("  What is it? ", " Find: ") == "Find: What is it?"
+def test_query_text_follows_the_official_rules():
+    # (that it equals what the search-time encoder feeds the model: test_collate.py)
+    assert query_text("What is it?", "Find:") == "Find: What is it?"
     assert query_text("What?", "") == "What?"
-    assert query_text("", "Find:") is None and query_text(None, "Find:") is None
+    assert query_text("", "Find:") == "Find:"  # no question: the instruction alone
+    assert query_text(None, None) is None and query_text("  ", "") is None
