@@ -37,6 +37,7 @@ treats it) and is counted. A split with no usable query is a one-line
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
@@ -144,14 +145,17 @@ def iter_jsonl(path: Path, problem: _Problems) -> Iterator[tuple[int, dict[str, 
     """(line number, object) for each well-formed line; blank lines are ignored.
 
     A line that is not valid JSON, or not a JSON object, is counted as
-    ``malformed_line`` and skipped.
+    ``malformed_line`` and skipped. A ``.gz`` file is read through gzip.
     """
     try:
-        handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        if path.suffix == ".gz":
+            handle = gzip.open(path, "rt", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        else:
+            handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with handle:
-        for number, line in enumerate(handle, start=1):
+        for number, line in enumerate(_lines(handle, path), start=1):
             if not line.strip():
                 continue
             try:
@@ -163,6 +167,14 @@ def iter_jsonl(path: Path, problem: _Problems) -> Iterator[tuple[int, dict[str, 
                 problem("malformed_line", f"{path}:{number}", f"a JSON {type(record).__name__}, not an object")
                 continue
             yield number, record
+
+
+def _lines(handle, path: Path) -> Iterator[str]:
+    """The handle's lines; a truncated gzip file ends the file with a one-line error."""
+    try:
+        yield from handle
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path} cannot be read to the end: {exc}", hint="download the file again") from exc
 
 
 def _id_list(value: Any) -> list[str] | None:

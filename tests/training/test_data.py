@@ -84,6 +84,19 @@ def test_empty_or_unusable_split_is_a_one_line_error(tmp_path):
         read_m2kr(tmp_path / "absent.jsonl", files["passages"])
 
 
+def test_gzipped_files_are_read(tmp_path):
+    import gzip
+
+    files = write_m2kr(tmp_path, train_per_colour=1, eval_per_colour=1)
+    packed = tmp_path / "queries.jsonl.gz"
+    packed.write_bytes(gzip.compress(files["train"].read_bytes()))
+    assert len(read_m2kr(packed, files["passages"]).train) == len(COLOURS)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(packed.read_bytes()[:-20])
+    with pytest.raises(DataError, match="cannot be read to the end"):
+        read_m2kr(cut, files["passages"])
+
+
 def test_eval_fraction_holds_out_queries_deterministically(tmp_path):
     files = write_m2kr(tmp_path, train_per_colour=5, eval_per_colour=1)
     a = read_m2kr(files["train"], files["passages"], eval_fraction=0.1, seed=3)
