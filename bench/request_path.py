@@ -3,7 +3,9 @@
     .venv/bin/python bench/request_path.py --kb data/kb/sample [--image PHOTO] [QUESTION]
 
 Runs the real CLI in-process under ``sys.setprofile`` and records every
-ragvqa function called (module path, qualified name), in first-call order.
+ragvqa function called once ``ragvqa/cli/ask.py:run`` starts (module path,
+qualified name), in first-call order. Argument parsing, imports and class
+bodies are left out: the figure is the request's own path.
 docs/DESIGN.md keeps the list for the current code ("The request path").
 Not a benchmark of time: the count of files and functions is the figure.
 """
@@ -11,33 +13,44 @@ Not a benchmark of time: the count of files and functions is the figure.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
 
-def trace_ask(argv: list[str]) -> tuple[int, list[tuple[str, str]]]:
-    """Run ``ragvqa ask ARGV``; return its exit code and the (file, function) calls in order."""
+def trace_ask(argv: list[str]) -> tuple[int, dict[tuple[str, str], int]]:
+    """Run ``ragvqa ask ARGV``; return its exit code and {(file, function): calls}, in first-call order."""
     import ragvqa
     from ragvqa.cli import main
 
     root = str(Path(ragvqa.__file__).parent)
-    seen: dict[tuple[str, str], None] = {}
+    seen: dict[tuple[str, str], int] = {}
+
+    started = False
 
     def profiler(frame, event, arg):  # noqa: ANN001 - sys.setprofile's signature
+        nonlocal started
         if event != "call":
             return
-        path = frame.f_code.co_filename
-        if path.startswith(root):
-            name = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)
-            if "<" not in name:  # module bodies, comprehensions, lambdas, closures
-                seen.setdefault((str(Path(path).relative_to(Path(root).parent)), name), None)
+        code = frame.f_code
+        path = code.co_filename
+        if not path.startswith(root) or not code.co_flags & inspect.CO_NEWLOCALS:
+            return  # another library, or a module / class body being executed
+        relative = str(Path(path).relative_to(Path(root).parent))
+        if not started:
+            started = relative == "ragvqa/cli/ask.py" and code.co_name == "run"
+            if not started:
+                return
+        name = getattr(code, "co_qualname", code.co_name)
+        if "<" not in name:  # comprehensions, lambdas, closures
+            seen[(relative, name)] = seen.get((relative, name), 0) + 1
 
     sys.setprofile(profiler)
     try:
         code = main(["ask", *argv])
     finally:
         sys.setprofile(None)
-    return code, list(seen)
+    return code, seen
 
 
 def main() -> int:
@@ -49,8 +62,8 @@ def main() -> int:
     image = args.image or str(Path(args.kb) / "images" / "Skimage_moon.png")
     code, calls = trace_ask(["--kb", args.kb, "--image", image, args.question, "--profile", "offline"])
     files: dict[str, list[str]] = {}
-    for path, name in calls:
-        files.setdefault(path, []).append(name)
+    for (path, name), count in calls.items():
+        files.setdefault(path, []).append(name if count == 1 else f"{name} x{count}")
     print(f"\n{len(files)} files, {len(calls)} functions (exit {code})")
     for path, names in files.items():
         print(f"- {path}: {', '.join(names)}")

@@ -54,8 +54,21 @@ def decode_text(value: Any, what: str) -> str:
     return value
 
 
-def check_question(question: Any, *, required: bool = True, what: str = "the question") -> str:
-    """The question with whitespace collapsed.
+class Question(str):
+    """Text that has passed :func:`check_question`.
+
+    The CLI checks a question before any model loads, the pipeline at its
+    boundary and a generator before it builds a prompt; each of them may be
+    the first to see a question (the Python API, a direct generator call),
+    so each calls :func:`check_question`, and a ``Question`` coming back in is
+    accepted as it is: the text is decoded and validated once per request.
+    """
+
+    __slots__ = ()
+
+
+def check_question(question: Any, *, required: bool = True, what: str = "the question") -> Question:
+    """The question with whitespace collapsed, as a :class:`Question`.
 
     Args:
         question: ``str`` or UTF-8 ``bytes`` (None counts as empty).
@@ -65,6 +78,8 @@ def check_question(question: Any, *, required: bool = True, what: str = "the que
         InputError: not UTF-8 text, empty (when required), or longer than
             :data:`MAX_QUESTION_CHARS` after whitespace is collapsed.
     """
+    if type(question) is Question and (question or not required):
+        return question  # already checked at an earlier boundary of this request
     text = "" if question is None else decode_text(question, what)
     cleaned = " ".join(text.split())
     if not cleaned and required:
@@ -74,7 +89,7 @@ def check_question(question: Any, *, required: bool = True, what: str = "the que
             f"{what} is {len(cleaned):,} characters long (limit {MAX_QUESTION_CHARS:,})",
             hint="ask a short question about the photo",
         )
-    return cleaned
+    return Question(cleaned)
 
 
 def _check_int(value: Any, name: str, low: int, high: int) -> int:

@@ -55,3 +55,16 @@ def test_numbers_in_bounds(check, good, bad):
     for value in bad:
         with pytest.raises(InputError, match="must be"):
             check(value)
+
+
+def test_a_checked_question_is_not_checked_again(monkeypatch):
+    import ragvqa.limits as limits
+
+    checked = check_question("  what  is this? ")
+    assert isinstance(checked, limits.Question) and checked == "what is this?"
+    calls = []
+    monkeypatch.setattr(limits, "decode_text", lambda value, what: calls.append(value) or value)
+    assert limits.check_question(checked) is checked and calls == []
+    assert limits.check_question("plain text") == "plain text" and calls == ["plain text"]
+    with pytest.raises(InputError, match="empty"):
+        limits.check_question(limits.check_question("", required=False))
