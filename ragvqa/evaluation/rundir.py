@@ -5,10 +5,11 @@
                               objects, text null: the KB holds it by doc_id)
                               and the first ranks of a positive page and of an
                               answer
-    RUN_DIR/predictions.jsonl one line per question in the official format
-                              (E-VQA {"question_id", "prediction"}; InfoSeek
-                              {"data_id", "prediction"}), so `ragvqa score` and
-                              the official scripts read it
+    RUN_DIR/predictions.jsonl one line per question: the official keys (E-VQA
+                              {"question_id", "prediction"}; InfoSeek {"data_id",
+                              "prediction"}), so `ragvqa score` and the official
+                              scripts read it, then the ragvqa.schema answer
+                              object (hits with text null, no prompt)
     RUN_DIR/skipped.jsonl     questions whose image could not be decoded
     RUN_DIR/metrics.json      answer and retrieval metrics + counts
 
@@ -163,6 +164,35 @@ def hit_record(hit: Any) -> dict[str, Any]:
     from ragvqa.schema import hit_json
 
     return hit_json(hit, include_paths=False, include_text=False)
+
+
+def prediction_record(
+    id_field: str,
+    external_id: Any,
+    answer: Any,
+    *,
+    question: str,
+    retriever: str | None,
+    generator: str | None,
+    k: int,
+) -> dict[str, Any]:
+    """One ``predictions.jsonl`` line: the official ``{id, "prediction"}`` keys
+    first, then the ragvqa.schema answer object. Its hits carry ``text`` null
+    and no prompt is stored: both are rebuilt from the KB by ``doc_id``, and
+    70,000 questions with their prompts would be gigabytes."""
+    from ragvqa.schema import answer_json, hit_json
+
+    row = answer_json(
+        answer,
+        question=question,
+        retriever=retriever,
+        generator=generator,
+        k=k,
+        include_paths=False,
+        include_prompt=False,
+    )
+    row["hits"] = [hit_json(h, include_paths=False, include_text=False) for h in answer.hits]
+    return {id_field: external_id, "prediction": answer.text, **row}
 
 
 def retrieval_record(

@@ -35,6 +35,7 @@ from ragvqa.evaluation.rundir import (
     SKIPPED,
     Appender,
     check_resume,
+    prediction_record,
     read_records,
     retrieval_record,
     stored_hits,
@@ -360,12 +361,20 @@ def run_eval(
         if not config.retrieval_only:
             t1 = time.perf_counter()
             hits_k = [_hits_from_record(pipeline, retrieval[pq.key], k_gen) for pq in ok]
-            answers = pipeline.generate_batch(
+            answers = pipeline.answer_batch(
                 images, questions, hits_k, dataset=adapter.prompt_variant
             )
             rows = [
-                {id_field: adapter.external_id(pq.key), "prediction": a.strip()}
-                for pq, a in zip(ok, answers, strict=True)
+                prediction_record(
+                    id_field,
+                    adapter.external_id(pq.key),
+                    answer,
+                    question=pq.question,
+                    retriever=getattr(pipeline, "retriever_spec", None),
+                    generator=getattr(pipeline, "generator_name", None),
+                    k=k_gen,
+                )
+                for pq, answer in zip(ok, answers, strict=True)
             ]
             pred_out.write(rows)
             for pq, row in zip(ok, rows, strict=True):

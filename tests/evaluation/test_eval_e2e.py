@@ -18,7 +18,7 @@ class CountingPipeline:
     """The real pipeline, with its batched calls recorded and an optional Ctrl-C.
 
     ``interrupt_on_generate=n`` raises KeyboardInterrupt on the n-th
-    generate_batch call, after that batch's retrieval was written: what a
+    answer_batch call, after that batch's retrieval was written: what a
     user pressing Ctrl-C mid-run does.
     """
 
@@ -36,12 +36,12 @@ class CountingPipeline:
         self.retrieved.append(list(questions))
         return self.inner.retrieve_batch(images, questions, k)
 
-    def generate_batch(self, images, questions, hits, **kwargs):
+    def answer_batch(self, images, questions, hits, **kwargs):
         self.generated.append(list(questions))
         self.documents_given.extend(len(h) for h in hits)
         if self.interrupt_on_generate == len(self.generated):
             raise KeyboardInterrupt
-        return self.inner.generate_batch(images, questions, hits, **kwargs)
+        return self.inner.answer_batch(images, questions, hits, **kwargs)
 
 
 def _lines(path):
@@ -79,6 +79,11 @@ def test_evqa_eval_is_interrupted_resumed_and_scored(
     preds = _lines(run / "predictions.jsonl")
     assert sorted(r["question_id"] for r in preds) == [0, 1, 2, 3]  # nothing lost, nothing twice
     assert all(isinstance(r["prediction"], str) for r in preds)
+    # After the official keys, each line is the shared answer object (docs/json.md).
+    assert list(preds[0])[:2] == ["question_id", "prediction"]
+    assert all(r["schema"] == "ragvqa.answer/1" and r["answer"] == r["prediction"] for r in preds)
+    assert all(r["k"] == 3 and len(r["hits"]) == 3 and r["hits"][0]["text"] is None for r in preds)
+    assert preds[0]["retriever"] == "text:minilm" and preds[0]["used_image"] is False
 
     answers = metrics["answers"]
     assert answers["n"] == 4 and answers["bem"] is False
