@@ -72,3 +72,33 @@ def test_a_damaged_run_config_is_a_one_line_error(tmp_path, content):
     with pytest.raises(DataError, match="run_config.json is damaged") as info:
         check_resume(tmp_path, {"dataset": "evqa"})
     assert "\n" not in info.value.one_line()
+
+
+def test_a_prediction_line_is_official_keys_then_the_answer_object(tmp_path, capsys):
+    from ragvqa.cli import main
+    from ragvqa.evaluation.rundir import prediction_record
+    from ragvqa.types import Answer, Document, Hit
+    from tests.evaluation.fixtures import infoseek_row, write_jsonl
+
+    doc = Document(7, "Q43653", "Apollo 11", "https://en.wikipedia.org/wiki/Apollo_11", 2, "Landing", "Eagle landed.")
+    answer = Answer(
+        text="Eagle", hits=[Hit(doc, 0.91234567, 0, "/srv/kb/images/a.jpg")], timings={"generate": 0.5},
+        profile="offline", used_image=False, prompt="long prompt", notices=["note"],
+    )
+    row = prediction_record("data_id", "v1", answer, question="Which module?", retriever="text:minilm",
+                            generator="gemma", k=3)
+    assert list(row)[:3] == ["data_id", "prediction", "schema"]
+    assert row["prediction"] == row["answer"] == "Eagle" and row["schema"] == "ragvqa.answer/1"
+    assert row["prompt"] == "" and row["k"] == 3 and row["notices"] == ["note"]
+    assert row["hits"] == [{
+        "rank": 0, "score": 0.912346, "doc_id": 7, "page_id": "Q43653", "page_title": "Apollo 11",
+        "section_index": 2, "section_title": "Landing", "page_url": "https://en.wikipedia.org/wiki/Apollo_11",
+        "text": None, "image_ref": None, "has_image": True, "image_path": None,
+    }]
+    # `ragvqa score` reads such a file as it reads the official two-key one.
+    preds = write_jsonl(tmp_path / "predictions.jsonl", [row])
+    refs = write_jsonl(tmp_path / "refs.jsonl", [infoseek_row("v1", "q", ["Eagle"], "val_unseen_question", "i")])
+    qtypes = write_jsonl(tmp_path / "qtypes.jsonl", [{"data_id": "v1", "question_type": "String"}])
+    assert main(["score", "infoseek", "--predictions", str(preds), "--references", str(refs),
+                 "--qtypes", str(qtypes)]) == 0
+    assert '"score": 100.0' in capsys.readouterr().out
