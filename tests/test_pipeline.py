@@ -47,6 +47,7 @@ def test_document_context_names_the_page():
     assert document_context(lead) == "Apollo 11 was the first."
 
 
+@pytest.mark.slow
 def test_retrieve_batch_finds_the_right_pages(qwen_pipeline):
     hits = qwen_pipeline.retrieve_batch([None, None], [MOON_Q, "What is the albedo of snow?"], 3)
     assert [len(h) for h in hits] == [3, 3]
@@ -57,6 +58,7 @@ def test_retrieve_batch_finds_the_right_pages(qwen_pipeline):
     assert qwen_pipeline.retrieve_batch([None], ["q"], 0) == [[]]
 
 
+@pytest.mark.slow
 def test_answer_with_a_generator_that_sees_the_photo(qwen_pipeline, gen_kb):  # noqa: F811
     answer = qwen_pipeline.answer(sample_photo(gen_kb, "Skimage_moon.png"), MOON_Q)
     assert answer.used_image is True and answer.notices in ([], ["The generator returned an empty answer."])
@@ -78,6 +80,7 @@ class QuestionEcho(Generator):
         return [p.parts.text("").rsplit("Question:", 1)[-1].split("\n")[0].strip() for p in prompts]
 
 
+@pytest.mark.slow
 def test_generate_batch_keeps_order_and_k0(minilm_searcher, gen_kb):  # noqa: F811
     retriever, searcher = minilm_searcher
     echo = QuestionEcho(GeneratorConfig(backend="echo", model="echo", family="qwen2_5_vl", num_beams=1))
@@ -93,6 +96,7 @@ def test_generate_batch_keeps_order_and_k0(minilm_searcher, gen_kb):  # noqa: F8
     assert "encode" not in no_rag.timings
 
 
+@pytest.mark.slow
 def test_bad_questions(qwen_pipeline):
     with pytest.raises(InputError, match="empty"):
         qwen_pipeline.answer(None, " \n ")
@@ -102,6 +106,7 @@ def test_bad_questions(qwen_pipeline):
         qwen_pipeline.answer(b"not a photo", "q?")
 
 
+@pytest.mark.slow
 def test_paper_profile_over_http_with_retrieval(gen_kb):  # noqa: F811
     """Retrieval on the KB + the openai backend: the server gets the photo and the KB texts."""
     with FakeOpenAIServer(answer="Eagle") as server:
@@ -131,6 +136,7 @@ def test_no_rag_pipeline_needs_no_kb():
             pipeline.answer(None, "Who walked second?", k=3)
 
 
+@pytest.mark.slow
 def test_build_pipeline_errors(tmp_path, gen_kb):  # noqa: F811
     with pytest.raises(KnowledgeBaseError, match="not a knowledge base"):
         build_pipeline(tmp_path, "offline")
@@ -153,6 +159,7 @@ def test_build_pipeline_errors(tmp_path, gen_kb):  # noqa: F811
         build_pipeline(gen_kb, "paper", generator_config=down)
 
 
+@pytest.mark.slow
 def test_kb_embedded_by_another_retriever_is_refused(tmp_path, gen_kb):  # noqa: F811
     from tests.retriever.tiny_dual_encoders import build_tiny_clip
 
@@ -174,6 +181,7 @@ def test_offline_profile_answers_without_the_photo(offline_pipeline, gen_kb):  #
     assert offline_pipeline.load_seconds > 0
 
 
+@pytest.mark.slow
 def test_search_and_ask_assemble_the_same_retrieval(gen_kb, capsys):  # noqa: F811
     """`ragvqa search --profile offline` and `ask --profile offline` rank a question identically.
 
@@ -200,6 +208,7 @@ def test_search_and_ask_assemble_the_same_retrieval(gen_kb, capsys):  # noqa: F8
     assert json.loads(capsys.readouterr().out)["hits"] == searched
 
 
+@pytest.mark.slow
 def test_profile_settings_reach_the_retriever(gen_kb):  # noqa: F811
     """instruction, device and dtype come from the profile (overridable), for every entry point."""
     profile = PROFILES["offline"].with_overrides(instruction="Represent this question:", dtype="float32")
@@ -214,6 +223,7 @@ def test_profile_settings_reach_the_retriever(gen_kb):  # noqa: F811
         build_pipeline(gen_kb, "offline", dtype="float8", with_generator=False)
 
 
+@pytest.mark.slow
 def test_a_text_only_profile_never_hands_over_the_photo(gen_kb):  # noqa: F811
     """Profile.uses_image = False drops the photo before any model sees it."""
     with FakeOpenAIServer(answer="Eagle") as server:
@@ -226,6 +236,7 @@ def test_a_text_only_profile_never_hands_over_the_photo(gen_kb):  # noqa: F811
     assert all(part["type"] == "text" for part in body["messages"][0]["content"])
 
 
+@pytest.mark.slow
 def test_request_limits_hold_at_the_pipeline_boundary(qwen_pipeline):
     from ragvqa.limits import MAX_BEAMS, MAX_K
 

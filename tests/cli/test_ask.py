@@ -77,6 +77,7 @@ def test_generator_unreachable(capsys, tmp_path, photo):
     assert "cannot reach the generator server" in err and "vllm serve" in err
 
 
+@pytest.mark.slow
 def test_kb_built_by_another_retriever(capsys, gen_kb, photo, tmp_path):  # noqa: F811
     from tests.retriever.tiny_dual_encoders import build_tiny_clip
 
@@ -88,6 +89,7 @@ def test_kb_built_by_another_retriever(capsys, gen_kb, photo, tmp_path):  # noqa
     assert "embedded with" in err
 
 
+@pytest.mark.slow
 def test_paper_profile_against_a_server_json(capsys, gen_kb):  # noqa: F811
     with FakeOpenAIServer(answer="Eagle") as server:
         code = main(["ask", "--kb", str(gen_kb), "--image", str(sample_photo(gen_kb, "Skimage_moon.png")), MOON_Q,
