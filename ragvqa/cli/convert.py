@@ -74,6 +74,11 @@ def _run_ret2(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary, indent=2))
     if "verify" in summary and not summary["verify"]["ok"]:
+        import sys
+
+        worst = max(summary["verify"][side]["max_abs"] for side in ("query", "passage"))
+        print(f"error: the converted model does not reproduce {args.verify}: max_abs {worst:.3g} > "
+              f"{summary['verify']['tolerance']:g}", file=sys.stderr)
         return 2
     return 0
 
