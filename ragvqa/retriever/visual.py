@@ -46,14 +46,11 @@ from typing import TYPE_CHECKING, Any
 from ragvqa.errors import InputError
 from ragvqa.retriever.base import ImageInput
 from ragvqa.retriever.baselines import (
-    MINILM_ALIASES,
     TextDenseRetriever,
     _check_lengths,
     _normalise,
     canonical_hash,
     load_image,
-    minilm_dir,
-    resolve_model_dir,
 )
 
 if TYPE_CHECKING:
@@ -144,41 +141,21 @@ class VisualTextRetriever:
 
     @classmethod
     def from_spec(
-        cls,
-        kind: str,
-        arg: str,
-        *,
-        device: str = "cpu",
-        dtype: str = "float32",
-        instruction: str | None = None,
-        max_seq_length: int | None = None,
-        visual: dict[str, float] | None = None,
-        **kw: Any,
+        cls, kind: str, arg: str, *, visual: dict[str, float] | None = None, **options: Any
     ) -> VisualTextRetriever:
         """Load ``visual:minilm`` (the PyPI MiniLM) or ``visual:PATH_OR_HUB_ID``.
 
         Args:
             visual: VisualConfig fields to override (``question_weight``, ...).
+            options: the text encoder's (``device``, ``dtype``, ``instruction``,
+                ``max_seq_length``; see :meth:`TextDenseRetriever.from_spec`).
         """
         if kind != KIND:
             raise InputError(f"VisualTextRetriever cannot load {kind}:{arg}", hint="use visual:minilm")
-        if kw:
-            logger.debug("visual retriever ignores options %s", sorted(kw))
-        if arg.lower() in MINILM_ALIASES:
-            model_dir, name = minilm_dir(), f"{KIND}:minilm"
-        else:
-            model_dir, name = resolve_model_dir(arg, kind=kind), f"{KIND}:{arg}"
-        text = TextDenseRetriever(
-            model_dir,
-            name=f"text:{arg}",
-            spec=f"text:{arg}",
-            device=device,
-            dtype=dtype,
-            instruction=instruction,
-            max_seq_length=max_seq_length,
-        )
+        text = TextDenseRetriever.from_spec("text", arg, **options)
+        name = f"{KIND}:{text.name.partition(':')[2]}"
         config = VisualConfig(**(visual or {}))
-        return cls(text, name=name, spec=f"{kind}:{arg}", config=config, device=device)
+        return cls(text, name=name, spec=f"{kind}:{arg}", config=config, device=text.device)
 
     # -- identity ---------------------------------------------------------------------
 
