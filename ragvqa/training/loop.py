@@ -327,6 +327,7 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
                disable=not (config.progress and env.is_main), file=sys.stderr)
     t0 = time.perf_counter()
     interval_start, interval_loss, interval_correct, interval_n, interval_steps = t0, 0.0, 0.0, 0.0, 0
+    interval_cpu = time.process_time()
     batches = iter(loader)
     for step in range(start_step, total):
         lr = set_lr(optimizer, lr_factor(step, total, config.warmup_steps, config.schedule))
@@ -367,7 +368,7 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
         bar.update(1)
         bar.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{lr:.2e}", refresh=False)
         if done % config.log_every == 0 or done == total:
-            now = time.perf_counter()
+            now, cpu_now = time.perf_counter(), time.process_time()
             if metrics is not None:
                 metrics.write({
                     "type": "train", "step": done, "epoch": plan.epoch_of(step),
@@ -375,9 +376,13 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
                     "batch_recall@1": interval_correct / max(1.0, interval_n),
                     "lr": lr, "grad_norm": grad_norm,
                     "steps_per_s": round(interval_steps / max(1e-9, now - interval_start), 4),
+                    # CPU seconds of this process (all its threads) per step: the work itself,
+                    # unlike steps_per_s, which on a shared machine is mostly waiting
+                    "cpu_s_per_step": round((cpu_now - interval_cpu) / interval_steps, 4),
                     "elapsed_s": round(elapsed_before + now - t0, 3),
                 })
             interval_start, interval_loss, interval_correct, interval_n, interval_steps = now, 0.0, 0.0, 0.0, 0
+            interval_cpu = cpu_now
         if (config.eval_every and done % config.eval_every == 0) or done == total:
             evaluate(done)  # before the checkpoint: a run resumed from it keeps this record
         if done % config.checkpoint_every == 0 or done == total:

@@ -3,7 +3,7 @@
 Records::
 
     {"type": "train", "step": 120, "epoch": 0, "loss": 1.93, "batch_recall@1": 0.41,
-     "lr": 4.9e-05, "grad_norm": 0.82, "steps_per_s": 3.1, "elapsed_s": 38.7}
+     "lr": 4.9e-05, "grad_norm": 0.82, "steps_per_s": 3.1, "cpu_s_per_step": 0.6, "elapsed_s": 38.7}
     {"type": "eval", "step": 120, "recall@1": 0.52, "recall@5": 0.87, "recall@10": 0.95,
      "queries": 200, "pool": 1000}
 
