@@ -51,8 +51,11 @@ def _lines(path):
 
 
 def test_paper_profile_retrieval_only_uses_the_kb_checkpoint(
-    ret2_kb, ret2_checkpoint, evqa_fixture, tmp_path, capsys
+    ret2_kb, ret2_checkpoint, evqa_fixture, tmp_path, capsys, caplog
 ):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="ragvqa.cli")  # where the loading lines go when stderr is no terminal
     run = tmp_path / "run"
     code = main(
         [
