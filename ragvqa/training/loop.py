@@ -206,143 +206,189 @@ def train(config: TrainConfig, *, force: bool = False) -> dict[str, Any]:
 
     Under ``torchrun`` every process calls this; only rank 0 writes files.
     """
+    if config.precision == "bf16" and dist_util.pick_device(config.device).type != "cuda":
+        raise InputError("bf16 autocast is for CUDA GPUs", hint="use --precision fp32 on the CPU")
     env = dist_util.setup(config.device)
     try:
-        return _train(config, env, force)
+        return Trainer(config, env).run(force)
     finally:
         dist_util.teardown(env)
 
 
-def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str, Any]:
-    out = Path(config.out_dir)
-    kind, arg = parse_init(config.init)
-    if kind == "ret2" and Path(arg).expanduser().resolve() == out.expanduser().resolve():
-        raise InputError("--init and --out are the same directory", hint="write the new run to another --out")
-    resuming = _prepare_out(config, force, env)
-    summary_path = out / SUMMARY_FILE
-    if resuming and summary_path.is_file():
-        done_before: dict[str, Any] = json.loads(summary_path.read_text())
-        if done_before.get("status") == "complete":
+class _Interval:
+    """What the training records average over: the steps since the last one."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.loss, self.correct, self.seen, self.steps = 0.0, 0.0, 0.0, 0
+
+    def add(self, loss: float, correct: float, seen: float) -> None:
+        self.loss += loss
+        self.correct += correct
+        self.seen += seen
+        self.steps += 1
+
+    def record(self) -> dict[str, float]:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return {
+            "loss": self.loss / self.steps,
+            "batch_recall@1": self.correct / max(1.0, self.seen),
+            "steps_per_s": round(self.steps / max(1e-9, wall), 4),
+            # CPU seconds of this process (all its threads) per step: the work itself,
+            # unlike steps_per_s, which on a shared machine is mostly waiting
+            "cpu_s_per_step": round(cpu / self.steps, 4),
+        }
+
+
+class Trainer:
+    """One process's part of a training run (see the module docstring)."""
+
+    def __init__(self, config: TrainConfig, env: dist_util.DistEnv) -> None:
+        self.config = config
+        self.env = env
+        self.out = Path(config.out_dir)
+        self.counts: Counter[str] = Counter()  # unreadable images met in batches (this process)
+        self.elapsed_before = 0.0  # training seconds of the sessions before a resume
+        self.use_bf16 = config.precision == "bf16" or (config.precision == "auto" and env.device.type == "cuda")
+
+    # ---- set-up ----------------------------------------------------------
+    def run(self, force: bool) -> dict[str, Any]:
+        config, env = self.config, self.env
+        kind, arg = parse_init(config.init)
+        if kind == "ret2" and Path(arg).expanduser().resolve() == self.out.expanduser().resolve():
+            raise InputError("--init and --out are the same directory", hint="write the new run to another --out")
+        resuming = _prepare_out(config, force, env)
+        summary_path = self.out / SUMMARY_FILE
+        if resuming and summary_path.is_file():
+            done_before: dict[str, Any] = json.loads(summary_path.read_text())
+            if done_before.get("status") == "complete":
+                self.say(f"{self.out} is already trained ({done_before.get('steps')} steps); nothing to do")
+                return done_before
+        latest = latest_checkpoint(self.out) if resuming else None
+        self._load_model(latest)
+        self.data = _read_data(config, self.model.config.instruction)
+        self.say(f"data: {summarize_counts(self.data.counts)}")
+        self.plan = BatchPlan(self.data.train, config.batch_size, config.grad_accum, env.world_size, config.seed)
+        self.total = self.plan.steps_for_epochs(config.epochs) if config.epochs > 0 else config.steps
+        self.optimizer = build_optimizer(self.model, config)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        start_step = self._restore(latest)
+        self.wrapped: nn.Module = PairEncoder(self.model)
+        if env.distributed:
+            self.wrapped = DDP(self.wrapped, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+                               broadcast_buffers=False)
+        self.collator = Collator(self.tokenizer, self.model.config)
+        keep = start_step if latest is not None else None
+        self.metrics = MetricsLog(self.out / METRICS_FILE, keep_until=keep) if env.is_main else None
+        if latest is None:
+            self.evaluate(0)
+        seconds = self._loop(start_step)
+        return self._finish(start_step, seconds)
+
+    def _load_model(self, latest: tuple[int, Path] | None) -> None:
+        """The model and tokenizer: from the newest checkpoint, else from --init (rank 0 first)."""
+        config, env = self.config, self.env
+        if latest is not None:
+            self.model, _ = _load_checkpoint_model(latest[1])
+            self.tokenizer = _tokenizer_from(latest[1])
+            self.init_info = json.loads((self.out / RUN_FILE).read_text()).get("init_info", {})
+        else:
             if env.is_main:
-                print(f"{out} is already trained ({done_before.get('steps')} steps); nothing to do", file=sys.stderr)
-            return done_before
+                self.model, self.tokenizer, self.init_info = load_initial(config.init, work_dir=self.out,
+                                                                          seed=config.seed)
+                run = json.loads((self.out / RUN_FILE).read_text())
+                run["init_info"] = self.init_info
+                (self.out / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True, default=str) + "\n")
+            dist_util.barrier(env)  # rank 0 converts an official checkpoint once; the others reuse it
+            if not env.is_main:
+                self.model, self.tokenizer, self.init_info = load_initial(config.init, work_dir=self.out,
+                                                                          seed=config.seed)
+        if config.freeze_backbones is not None:
+            set_backbones_frozen(self.model, config.freeze_backbones)
+        checkpointing = config.gradient_checkpointing
+        if checkpointing is None:
+            checkpointing = bool(trainable_backbones(self.model))
+        if checkpointing:
+            enable_gradient_checkpointing(self.model)
+        self.model.to(env.device).train()
 
-    latest = latest_checkpoint(out) if resuming else None
-    if latest is not None:
-        model, _ = _load_checkpoint_model(latest[1])
-        tokenizer = _tokenizer_from(latest[1])
-        init_info = json.loads((out / RUN_FILE).read_text()).get("init_info", {})
-    else:
-        if env.is_main or not env.distributed:
-            model, tokenizer, init_info = load_initial(config.init, work_dir=out, seed=config.seed)
-        dist_util.barrier(env)  # rank 0 converts an official checkpoint once; the others reuse it
-        if not env.is_main:
-            model, tokenizer, init_info = load_initial(config.init, work_dir=out, seed=config.seed)
-        if env.is_main:
-            run = json.loads((out / RUN_FILE).read_text())
-            run["init_info"] = init_info
-            (out / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True, default=str) + "\n")
-    if config.freeze_backbones is not None:
-        set_backbones_frozen(model, config.freeze_backbones)
-    checkpointing = config.gradient_checkpointing
-    if checkpointing is None:
-        checkpointing = bool(trainable_backbones(model))
-    if checkpointing:
-        enable_gradient_checkpointing(model)
-    model.to(env.device).train()
-
-    data = _read_data(config, model.config.instruction)
-    if env.is_main:
-        print(f"data: {summarize_counts(data.counts)}", file=sys.stderr)
-    plan = BatchPlan(data.train, config.batch_size, config.grad_accum, env.world_size, config.seed)
-    total = plan.steps_for_epochs(config.epochs) if config.epochs > 0 else config.steps
-    optimizer = build_optimizer(model, config)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    start_step, elapsed_before = 0, 0.0
-    counts: Counter[str] = Counter()
-    if latest is not None:
+    def _restore(self, latest: tuple[int, Path] | None) -> int:
+        """Optimiser, RNG and counters from the checkpoint; returns the step to start at."""
+        env = self.env
+        if latest is None:
+            torch.manual_seed(self.config.seed + env.rank)  # this process's dropout stream
+            return 0
         state = load_trainer_state(latest[1])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step = int(state["step"])
+        self.optimizer.load_state_dict(state["optimizer"])
         per_rank = state.get("counts", [])
         if env.rank < len(per_rank):
-            counts.update(per_rank[env.rank])
-        elapsed_before = float(state.get("elapsed_s", 0.0))
-        _set_rng_state(state["rng"], env, config.seed)
-        if env.is_main:
-            print(f"resuming from {latest[1]} (step {start_step} of {total})", file=sys.stderr)
-    else:
-        torch.manual_seed(config.seed + env.rank)  # this process's dropout stream
+            self.counts.update(per_rank[env.rank])
+        self.elapsed_before = float(state.get("elapsed_s", 0.0))
+        _set_rng_state(state["rng"], env, self.config.seed)
+        self.say(f"resuming from {latest[1]} (step {state['step']} of {self.total})")
+        return int(state["step"])
 
-    if env.distributed:
-        wrapped: nn.Module = DDP(
-            PairEncoder(model), device_ids=[env.device.index] if env.device.type == "cuda" else None,
-            broadcast_buffers=False,
+    # ---- the loop ----------------------------------------------------------
+    def _loop(self, start_step: int) -> float:
+        """Steps start_step..total; returns the seconds it took."""
+        config, env = self.config, self.env
+        loader = torch.utils.data.DataLoader(
+            MicroBatches(self.plan, self.data, self.collator, env.rank, start_step, self.total),
+            batch_size=None,
+            num_workers=config.num_workers,
+            # A generator of its own: the loader must not draw from the global RNG
+            # (that would shift dropout between a resumed and an uninterrupted run).
+            generator=torch.Generator().manual_seed(config.seed),
+            pin_memory=env.device.type == "cuda",
+            prefetch_factor=4 if config.num_workers else None,
         )
-    else:
-        wrapped = PairEncoder(model)
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and env.device.type == "cuda")
-    if use_bf16 and env.device.type != "cuda":
-        raise InputError("bf16 autocast is for CUDA GPUs", hint="use --precision fp32 on the CPU")
+        from tqdm.auto import tqdm
 
-    collator = Collator(tokenizer, model.config)
-    metrics = MetricsLog(out / METRICS_FILE, keep_until=start_step if latest is not None else None) if env.is_main else None
-    eval_queries = data.eval[: config.eval_max_queries]
-    eval_batch = max(8, plan.local_size)
+        self.bar = tqdm(total=self.total, initial=start_step, unit="step", desc="train", dynamic_ncols=True,
+                        disable=not (config.progress and env.is_main), file=sys.stderr)
+        t0 = time.perf_counter()
+        interval = _Interval()
+        batches = iter(loader)
+        for step in range(start_step, self.total):
+            lr = set_lr(self.optimizer, lr_factor(step, self.total, config.warmup_steps, config.schedule))
+            loss, correct, seen, grad_norm = self.train_step(batches)
+            done = step + 1
+            interval.add(loss, correct, seen)
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if done % config.log_every == 0 or done == self.total:
+                if self.metrics is not None:
+                    self.metrics.write({"type": "train", "step": done, "epoch": self.plan.epoch_of(step),
+                                        **interval.record(), "lr": lr, "grad_norm": grad_norm,
+                                        "elapsed_s": round(self.elapsed_before + time.perf_counter() - t0, 3)})
+                interval.reset()
+            if (config.eval_every and done % config.eval_every == 0) or done == self.total:
+                self.evaluate(done)  # before the checkpoint: a run resumed from it keeps this record
+            if done % config.checkpoint_every == 0 or done == self.total:
+                elapsed = self.elapsed_before + time.perf_counter() - t0
+                self.checkpoint(done, {"epoch": self.plan.epoch_of(step), "total_steps": self.total, "loss": loss},
+                                elapsed)
+        self.bar.close()
+        return time.perf_counter() - t0
 
-    def evaluate(step: int) -> dict[str, Any] | None:
-        if not eval_queries:
-            return None
-        result = None
-        if env.is_main:
-            result = recall_at_k(model, collator, eval_queries, data.passages, data.eval_pool, config.eval_ks,
-                                 device=env.device, batch_size=eval_batch, autocast=use_bf16)
-            record = {"type": "eval", "step": step, **result}
-            assert metrics is not None
-            metrics.write(record)
-            shown = ", ".join(f"{k} {result[k]:.3f}" for k in result if k.startswith("recall@"))
-            _say(f"eval at step {step}: {shown} ({result['queries']} queries, pool {result['pool']})", env)
-        model.train()
-        dist_util.barrier(env)
-        return result
-
-    if latest is None:
-        evaluate(0)
-
-    loader = torch.utils.data.DataLoader(
-        MicroBatches(plan, data, collator, env.rank, start_step, total),
-        batch_size=None,
-        num_workers=config.num_workers,
-        # A generator of its own: the loader must not draw from the global RNG
-        # (that would shift dropout between a resumed and an uninterrupted run).
-        generator=torch.Generator().manual_seed(config.seed),
-        pin_memory=env.device.type == "cuda",
-        prefetch_factor=4 if config.num_workers else None,
-        persistent_workers=False,
-    )
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=start_step, unit="step", desc="train", dynamic_ncols=True,
-               disable=not (config.progress and env.is_main), file=sys.stderr)
-    t0 = time.perf_counter()
-    interval_start, interval_loss, interval_correct, interval_n, interval_steps = t0, 0.0, 0.0, 0.0, 0
-    interval_cpu = time.process_time()
-    batches = iter(loader)
-    for step in range(start_step, total):
-        lr = set_lr(optimizer, lr_factor(step, total, config.warmup_steps, config.schedule))
+    def train_step(self, batches) -> tuple[float, float, float, float]:
+        """One optimiser step -> (mean loss over processes, in-batch top-1 hits, pairs, gradient norm)."""
+        config, env = self.config, self.env
         step_loss, correct, seen = 0.0, 0, 0
         for micro in range(config.grad_accum):
             item = next(batches)
-            counts.update(item["counts"])
+            self.counts.update(item["counts"])
             q_in, d_in = to_device(item["queries"], env.device), to_device(item["documents"], env.device)
             last = micro == config.grad_accum - 1
             # DDP all-reduces gradients on the last micro-step only
-            sync = wrapped.no_sync() if isinstance(wrapped, DDP) and not last else contextlib.nullcontext()
+            sync = self.wrapped.no_sync() if isinstance(self.wrapped, DDP) and not last else contextlib.nullcontext()
             with sync:
-                ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
-                with ctx:
-                    q_emb, d_emb = wrapped(q_in, d_in)
+                autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_bf16 else contextlib.nullcontext()
+                with autocast:
+                    q_emb, d_emb = self.wrapped(q_in, d_in)
                 result = contrastive_loss(q_emb, d_emb, item["positives"], temperature=config.temperature,
                                           symmetric=config.symmetric, group=env.gather_group)
                 (result.loss / config.grad_accum).backward()
@@ -350,98 +396,100 @@ def _train(config: TrainConfig, env: dist_util.DistEnv, force: bool) -> dict[str
             correct += int(result.correct.sum())
             seen += int(result.correct.numel())
         max_norm = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, max_norm))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        (loss_mean,) = dist_util.mean_over_processes([step_loss], env)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, max_norm))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss,) = dist_util.mean_over_processes([step_loss], env)
         correct_all, seen_all = dist_util.sum_over_processes([correct, seen], env)
-        if not math.isfinite(loss_mean):
+        if not math.isfinite(loss):
             raise ModelError(
-                f"the loss became {loss_mean} at step {step + 1}",
+                f"the loss became {loss}",
                 hint="lower --lr or keep the backbones frozen; the last checkpoint is intact",
             )
-        done = step + 1
-        interval_loss += loss_mean
-        interval_correct += correct_all
-        interval_n += seen_all
-        interval_steps += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_mean:.4f}", lr=f"{lr:.2e}", refresh=False)
-        if done % config.log_every == 0 or done == total:
-            now, cpu_now = time.perf_counter(), time.process_time()
-            if metrics is not None:
-                metrics.write({
-                    "type": "train", "step": done, "epoch": plan.epoch_of(step),
-                    "loss": interval_loss / interval_steps,
-                    "batch_recall@1": interval_correct / max(1.0, interval_n),
-                    "lr": lr, "grad_norm": grad_norm,
-                    "steps_per_s": round(interval_steps / max(1e-9, now - interval_start), 4),
-                    # CPU seconds of this process (all its threads) per step: the work itself,
-                    # unlike steps_per_s, which on a shared machine is mostly waiting
-                    "cpu_s_per_step": round((cpu_now - interval_cpu) / interval_steps, 4),
-                    "elapsed_s": round(elapsed_before + now - t0, 3),
-                })
-            interval_start, interval_loss, interval_correct, interval_n, interval_steps = now, 0.0, 0.0, 0.0, 0
-            interval_cpu = cpu_now
-        if (config.eval_every and done % config.eval_every == 0) or done == total:
-            evaluate(done)  # before the checkpoint: a run resumed from it keeps this record
-        if done % config.checkpoint_every == 0 or done == total:
-            rng = dist_util.gather_objects(_rng_state(env), env)
-            all_counts = dist_util.gather_objects(dict(counts), env)  # per process, in rank order
-            if env.is_main:
-                state = {"step": done, "optimizer": optimizer.state_dict(), "rng": rng,
-                         "counts": all_counts, "world_size": env.world_size,
-                         "elapsed_s": elapsed_before + time.perf_counter() - t0}
-                path = save_checkpoint(out, done, model, tokenizer, state,
-                                       {"epoch": plan.epoch_of(step), "total_steps": total, "loss": loss_mean})
-                prune_checkpoints(out, config.keep_checkpoints)
-                _say(f"checkpoint step {done} saved: {path}", env, bar)
-            dist_util.barrier(env)
-    bar.close()
-    elapsed = time.perf_counter() - t0
+        return loss, correct_all, seen_all, grad_norm
 
-    summary: dict[str, Any] = {}
-    if env.is_main:
-        from ragvqa.retriever.checkpoint import save_pretrained
+    def evaluate(self, step: int) -> None:
+        """Held-out recall@k on rank 0 (the others wait), written to the metrics."""
+        queries = self.data.eval[: self.config.eval_max_queries]
+        if not queries:
+            return
+        if self.env.is_main:
+            result = recall_at_k(self.model, self.collator, queries, self.data.passages, self.data.eval_pool,
+                                 self.config.eval_ks, device=self.env.device,
+                                 batch_size=max(8, self.plan.local_size), autocast=self.use_bf16)
+            assert self.metrics is not None
+            self.metrics.write({"type": "eval", "step": step, **result})
+            shown = ", ".join(f"{k} {result[k]:.3f}" for k in result if k.startswith("recall@"))
+            self.say(f"eval at step {step}: {shown} ({result['queries']} queries, pool {result['pool']})")
+        self.model.train()
+        dist_util.barrier(self.env)
 
-        model.eval()
-        save_pretrained(model, out, tokenizer=tokenizer)
-        records = read_metrics(out / METRICS_FILE)
-        evals = [r for r in records if r.get("type") == "eval"]
-        final_eval = evals[-1] if evals and evals[-1]["step"] == total else None
+    def checkpoint(self, step: int, info: dict[str, Any], elapsed: float) -> None:
+        """Every process's RNG and counters to rank 0, which writes the checkpoint."""
+        rng = dist_util.gather_objects(_rng_state(self.env), self.env)
+        counts = dist_util.gather_objects(dict(self.counts), self.env)  # per process, in rank order
+        if self.env.is_main:
+            state = {"step": step, "optimizer": self.optimizer.state_dict(), "rng": rng, "counts": counts,
+                     "world_size": self.env.world_size, "elapsed_s": elapsed}
+            path = save_checkpoint(self.out, step, self.model, self.tokenizer, state, info)
+            prune_checkpoints(self.out, self.config.keep_checkpoints)
+            self.say(f"checkpoint step {step} saved: {path}")
+        dist_util.barrier(self.env)
+
+    # ---- the end -----------------------------------------------------------
+    def _finish(self, start_step: int, seconds: float) -> dict[str, Any]:
+        """The trained model at the top of OUT, summary.json and the plot (rank 0)."""
+        config, env = self.config, self.env
         batch_counts: Counter[str] = Counter()
-        for c in dist_util.gather_objects(dict(counts), env):
+        for c in dist_util.gather_objects(dict(self.counts), env):
             batch_counts.update(c)
-        summary = {
-            "status": "complete",
-            "steps": total,
-            "batch_size": config.batch_size,
-            "world_size": env.world_size,
-            "device": str(env.device),
-            "precision": "bf16" if use_bf16 else "fp32",
-            "init": init_info,
-            "data": data.describe,
-            "data_counts": dict(data.counts),
-            "batch_counts": dict(batch_counts),
-            "first_eval": evals[0] if evals else None,
-            "final_eval": final_eval,
-            "final_loss": next((r["loss"] for r in reversed(records) if r.get("type") == "train"), None),
-            "seconds_this_session": round(elapsed, 2),
-            "steps_per_s_this_session": round((total - start_step) / max(elapsed, 1e-9), 4),
-            "peak_memory": _peak_memory_mib(env.device),
-            "model_dir": str(out),
-        }
-        plot = plot_metrics(records, out / PLOT_FILE)
-        summary["plot"] = str(plot) if plot else None
-        tmp = summary_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-        tmp.replace(summary_path)
-        assert metrics is not None
-        metrics.close()
-    else:
-        dist_util.gather_objects(dict(counts), env)
-    dist_util.barrier(env)
-    return summary
+        summary: dict[str, Any] = {}
+        if env.is_main:
+            from ragvqa.retriever.checkpoint import save_pretrained
+
+            self.model.eval()
+            save_pretrained(self.model, self.out, tokenizer=self.tokenizer)
+            records = read_metrics(self.out / METRICS_FILE)
+            evals = [r for r in records if r.get("type") == "eval"]
+            summary = {
+                "status": "complete",
+                "steps": self.total,
+                "batch_size": config.batch_size,
+                "world_size": env.world_size,
+                "device": str(env.device),
+                "precision": "bf16" if self.use_bf16 else "fp32",
+                "init": self.init_info,
+                "data": self.data.describe,
+                "data_counts": dict(self.data.counts),
+                "batch_counts": dict(batch_counts),
+                "first_eval": evals[0] if evals else None,
+                "final_eval": evals[-1] if evals and evals[-1]["step"] == self.total else None,
+                "final_loss": next((r["loss"] for r in reversed(records) if r.get("type") == "train"), None),
+                "seconds_this_session": round(seconds, 2),
+                "steps_per_s_this_session": round((self.total - start_step) / max(seconds, 1e-9), 4),
+                "peak_memory": _peak_memory_mib(env.device),
+                "model_dir": str(self.out),
+            }
+            plot = plot_metrics(records, self.out / PLOT_FILE)
+            summary["plot"] = str(plot) if plot else None
+            path = self.out / SUMMARY_FILE
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+            tmp.replace(path)
+            assert self.metrics is not None
+            self.metrics.close()
+        dist_util.barrier(env)
+        return summary
+
+    def say(self, message: str) -> None:
+        """A line for the person watching (rank 0), above the progress bar when there is one."""
+        if not self.env.is_main:
+            return
+        bar = getattr(self, "bar", None)
+        if bar is not None and not bar.disable:
+            bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
 
 
 def _load_checkpoint_model(directory: Path):
@@ -449,13 +497,3 @@ def _load_checkpoint_model(directory: Path):
 
     model, directory = load_ret2(directory)
     return model, directory
-
-
-def _say(message: str, env: dist_util.DistEnv, bar: Any = None) -> None:
-    """A line for the person watching (rank 0), printed above the progress bar."""
-    if not env.is_main:
-        return
-    if bar is not None and not bar.disable:
-        bar.write(message, file=sys.stderr)
-    else:
-        print(message, file=sys.stderr, flush=True)
