@@ -285,3 +285,14 @@ def test_stale_and_partial_checkpoints_are_ignored(toy, tmp_path):
     shutil.copytree(ckpts / "step-00000004", ckpts / "step-00000008")
     (ckpts / "step-00000008" / "trainer_state.pt").unlink()
     assert latest_checkpoint(out)[0] == 4
+
+
+def test_progress_bar_shows_steps_per_second_and_time_left(toy, tmp_path, capsys):
+    import re
+
+    args = [a for a in _m2kr_args(toy, tmp_path / "run", toy["ckpt"], "--steps", "3", "--batch-size", "4",
+                                  "--eval-every", "0") if a != "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    # tqdm's "3/3 [elapsed<left, rate step/s]"
+    assert re.search(r"3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+step/s", err), err[-500:]
