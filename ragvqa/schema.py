@@ -16,7 +16,9 @@ Hit object (one retrieved document; ``rank`` is 0-based, best first):
 Answer object:
     schema: "ragvqa.answer/1", answer: str, question: str, profile: str,
     retriever: str | null, generator: str | null, k: int, used_image: bool,
-    notices: [str], hits: [hit], timings: {stage: seconds}, prompt: str.
+    notices: [str], hits: [hit], timings: {stage: seconds}, prompt: str,
+    photo: {confident, labels, terms, ocr_text, seconds, notes} | null (what
+    offline photo analysis found; null when none ran).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def answer_json(
         "hits": [hit_json(h, include_paths=include_paths) for h in answer.hits],
         "timings": {name: round(float(sec), 4) for name, sec in answer.timings.items()},
         "prompt": answer.prompt if include_prompt else "",
+        "photo": answer.photo,
     }
 
 

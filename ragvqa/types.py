@@ -8,7 +8,7 @@ Answer come out of retrieval and the RAG pipeline.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 ImageOrigin = Literal["section", "page"]
 
@@ -144,6 +144,8 @@ class Answer:
             offline profile); every front end must say so.
         prompt: the exact prompt text sent to the generator.
         notices: user-facing notes (e.g. "the photo was not used").
+        photo: what offline photo analysis found (classifier labels, OCR
+            text; ``PhotoEvidence.as_json()``), None when none ran.
     """
 
     text: str
@@ -153,3 +155,4 @@ class Answer:
     used_image: bool
     prompt: str = ""
     notices: list[str] = field(default_factory=list)
+    photo: dict[str, Any] | None = None

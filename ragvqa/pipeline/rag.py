@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ragvqa.generation.base import GenerationRequest, Generator
     from ragvqa.index.search import KBSearcher
     from ragvqa.retriever.base import Retriever
+    from ragvqa.vision.evidence import PhotoEvidence
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +201,26 @@ class RAGPipeline:
         pil = open_image(image) if image is not None else None
         return self.retrieve_batch([pil], [text], self.profile.k if k is None else k)[0]
 
+    # -- what the photo gave (offline visual retriever) -------------------------------
+
+    def photo_evidence(self, image: Any) -> PhotoEvidence | None:
+        """What the retriever's own photo analysis found, or None.
+
+        Only a retriever with ``describe(image)`` has one (``visual:minilm``:
+        ImageNet labels, OCR text); it caches by photo object and path, so
+        asking here after retrieval costs nothing. None without a photo, or
+        when the profile does not use photos.
+        """
+        describe = getattr(self.retriever, "describe", None)
+        if image is None or not self.profile.uses_image or not callable(describe):
+            return None
+        return describe(image)
+
+    def photo_notice(self, evidence: PhotoEvidence | None) -> str | None:
+        """The retriever's one line on what the photo contributed (None: nothing to say)."""
+        notice = getattr(self.retriever, "notice", None)
+        return notice(evidence) if evidence is not None and callable(notice) else None
+
     # -- generation -----------------------------------------------------------------
 
     def _require_generator(self) -> Generator:
@@ -217,26 +238,35 @@ class RAGPipeline:
         hits: Sequence[Sequence[Hit]],
         *,
         dataset: str = "evqa",
+        evidences: Sequence[PhotoEvidence | None] | None = None,
     ) -> list[GenerationRequest]:
         """The generation requests for N questions and their hits.
 
         ``images`` are already-decoded photos (or None): the generator gets
         one only when it looks at photos and the profile allows it.
+        ``evidences`` (one per question, or None): what offline photo analysis
+        found; its sentence becomes the request's ``photo_evidence``, which a
+        text-only generator reads.
         """
         from ragvqa.generation.base import GenerationRequest
+        from ragvqa.vision.evidence import evidence_text
 
         generator = self._require_generator()
         if not len(images) == len(questions) == len(hits):
             raise InputError(f"{len(images)} images, {len(questions)} questions, {len(hits)} hit lists")
         give_photo = self.profile.uses_image and generator.sees_images
+        seen = list(evidences) if evidences is not None else [None] * len(questions)
+        if len(seen) != len(questions):
+            raise InputError(f"{len(seen)} photo evidences for {len(questions)} questions")
         return [
             GenerationRequest(
                 question=check_question(question),
                 contexts=tuple(document_context(h.document) for h in doc_hits),
                 image=image if give_photo else None,
                 dataset=dataset,
+                photo_evidence=evidence_text(evidence),
             )
-            for image, question, doc_hits in zip(images, questions, hits, strict=True)
+            for image, question, doc_hits, evidence in zip(images, questions, hits, seen, strict=True)
         ]
 
     def _decoding(self, num_beams: int | None, max_new_tokens: int | None) -> dict[str, int | None]:
@@ -291,21 +321,36 @@ class RAGPipeline:
         decoding = self._decoding(num_beams, max_new_tokens)
         wants_photo = self.profile.uses_image and generator.sees_images
         decoded = [open_image(im) if im is not None and wants_photo else None for im in images]
-        requests = self.requests_for(decoded, questions, hits, dataset=dataset)
+        # The retriever described these photos while retrieving (cached by object and path).
+        evidences = [self.photo_evidence(im) for im in images]
+        requests = self.requests_for(decoded, questions, hits, dataset=dataset, evidences=evidences)
         if not requests:
             return []
         started = time.perf_counter()
         generations = generator.generate_detailed(requests, **decoding)
         each = (time.perf_counter() - started) / len(requests)
         return [
-            self._answer_of(generation, list(doc_hits), had_photo=image is not None, timings={"generate": each})
-            for generation, doc_hits, image in zip(generations, hits, images, strict=True)
+            self._answer_of(
+                generation, list(doc_hits), had_photo=image is not None, timings={"generate": each}, evidence=evidence
+            )
+            for generation, doc_hits, image, evidence in zip(generations, hits, images, evidences, strict=True)
         ]
 
-    def _answer_of(self, generation: Any, hits: list[Hit], *, had_photo: bool, timings: dict[str, float]) -> Answer:
+    def _answer_of(
+        self,
+        generation: Any,
+        hits: list[Hit],
+        *,
+        had_photo: bool,
+        timings: dict[str, float],
+        evidence: PhotoEvidence | None = None,
+    ) -> Answer:
         notices = []
         if had_photo and not self.uses_image:
             notices.append(PHOTO_NOT_USED_NOTICE)
+        photo_notice = self.photo_notice(evidence)
+        if photo_notice:
+            notices.append(photo_notice)
         if not generation.text.strip():
             notices.append("The generator returned an empty answer.")
         return Answer(
@@ -316,6 +361,7 @@ class RAGPipeline:
             used_image=had_photo and self.uses_image,
             prompt=generation.prompt,
             notices=notices,
+            photo=None if evidence is None else evidence.as_json(),
         )
 
     # -- one question (CLI, demo, Python API) ---------------------------------------
@@ -356,9 +402,13 @@ class RAGPipeline:
         pil = open_image(image) if image is not None else None
         timings: dict[str, float] = {}
         hits = self.retrieve_batch([pil], [question], k, timings=timings)[0]
-        request = self.requests_for([pil], [question], [hits], dataset=dataset)[0]
+        evidence = self.photo_evidence(pil)
+        if evidence is not None:
+            # Classifier + OCR seconds; part of "encode" when k > 0.
+            timings["photo"] = sum(evidence.seconds.values())
+        request = self.requests_for([pil], [question], [hits], dataset=dataset, evidences=[evidence])[0]
         generate_started = time.perf_counter()
         generation = generator.generate_detailed([request], **decoding)[0]
         timings["generate"] = time.perf_counter() - generate_started
         timings["total"] = time.perf_counter() - started
-        return self._answer_of(generation, hits, had_photo=pil is not None, timings=timings)
+        return self._answer_of(generation, hits, had_photo=pil is not None, timings=timings, evidence=evidence)
