@@ -9,9 +9,11 @@ docs/training.md for the exact fields). One query per line::
      "question": "What is the name of this bridge?", "image_path": "infoseek/0001.jpg",
      "passage_id": ["wiki_42"], "answer": "..."}
 
-``passage_id`` may be one id or a list (``pos_item_ids``, PreFLMR's name, is
-read too); ``instruction`` may be absent (the model's own is used) and
-``image_path`` may be null (a text-only query). One passage per line::
+``passage_id`` may be one id or a list; ``instruction`` may be absent (the
+model's own is used) and ``image_path`` may be null (a text-only query). The
+names of the original (PreFLMR) M2KR release are read too: ``pos_item_ids``,
+``img_path``, ``question_id``; for passages ``passage_content`` and
+``img_path``. One passage per line::
 
     {"passage_id": "wiki_42", "passage_text": "...", "passage_image_path": "wiki/42.jpg"}
 
@@ -243,7 +245,7 @@ def _read_m2kr_queries(
         positives = _id_list(record.get("passage_id", record.get("pos_item_ids")))
         ok_q, question = _optional_str(record, "question")
         ok_i, instruction = _optional_str(record, "instruction")
-        ok_p, image = _optional_str(record, "image_path")
+        ok_p, image = _optional_str(record, "image_path" if "image_path" in record else "img_path")
         if positives is None or not (ok_q and ok_i and ok_p):
             bad = [k for k, ok in (("passage_id", positives is not None), ("question", ok_q),
                                    ("instruction", ok_i), ("image_path", ok_p)) if not ok]
@@ -266,8 +268,8 @@ def _read_m2kr_passages(
     for number, record in iter_jsonl(path, problem):
         where = f"{path}:{number}"
         pids = _id_list(record.get("passage_id"))
-        ok_t, text = _optional_str(record, "passage_text")
-        ok_i, image = _optional_str(record, "passage_image_path")
+        ok_t, text = _optional_str(record, "passage_text" if "passage_text" in record else "passage_content")
+        ok_i, image = _optional_str(record, "passage_image_path" if "passage_image_path" in record else "img_path")
         if pids is None or len(pids) != 1 or not (ok_t and ok_i):
             problem("malformed_line", where, "needs one passage_id and string passage_text / passage_image_path")
             continue

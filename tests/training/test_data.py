@@ -84,6 +84,19 @@ def test_empty_or_unusable_split_is_a_one_line_error(tmp_path):
         read_m2kr(tmp_path / "absent.jsonl", files["passages"])
 
 
+def test_preflmr_m2kr_field_names_are_read(tmp_path):
+    import numpy as np
+
+    write_photo(tmp_path / "q.png", (10, 200, 10), np.random.default_rng(0))
+    queries = _lines(tmp_path / "q.jsonl", [{"question_id": "EVQA_1", "question": "What is it?", "img_path": "q.png",
+                                             "instruction": "Find:", "pos_item_ids": ["EVQA_p1", "EVQA_p2"]}])
+    passages = _lines(tmp_path / "p.jsonl", [{"passage_id": "EVQA_p1", "passage_content": "one", "img_path": None},
+                                             {"passage_id": "EVQA_p2", "passage_content": "two"}])
+    data = read_m2kr(queries, passages)
+    assert data.train[0].qid == "EVQA_1" and data.train[0].image.endswith("q.png")
+    assert data.train[0].positives == ("EVQA_p1", "EVQA_p2") and data.passages["EVQA_p2"].text == "two"
+
+
 def test_gzipped_files_are_read(tmp_path):
     import gzip
 
