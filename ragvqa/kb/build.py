@@ -30,7 +30,7 @@ import logging
 import platform
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.kb import store
 from ragvqa.kb.files import atomic_path, atomic_write_bytes
 from ragvqa.kb.layout import COMPLETE, IN_PROGRESS, MISSING_IMAGES, KBDir
-from ragvqa.kb.sources.base import DEFAULT_PROTOCOL, FORMATS, source_for
+from ragvqa.kb.sources.base import DEFAULT_PROTOCOL, FORMATS, KEEP_SHORT_FORMATS, source_for
 from ragvqa.kb.split import PROTOCOLS, SplitConfig, split_page
 from ragvqa.types import Document, ImageRef, Page
 
@@ -83,7 +83,8 @@ def format_from_name(path: Path) -> str | None:
 
 def sniff_format(path: Path) -> str | None:
     """The format a file's first bytes imply (bz2 -> MediaWiki, '<' -> XML,
-    one JSON object per line -> Wiki6M, a bare '{' -> E-VQA), or None."""
+    one JSON object per line -> Wiki6M, or ReT-M2KR when it has ``passage_id``,
+    a bare '{' -> E-VQA), or None."""
     import gzip
 
     try:
@@ -103,12 +104,28 @@ def sniff_format(path: Path) -> str | None:
         first, newline, _ = text.partition(b"\n")
         if newline:
             try:
-                if isinstance(json.loads(first), dict):
-                    return "wiki6m"
+                record = json.loads(first)
+                if isinstance(record, dict):
+                    return "ret-m2kr-jsonl" if "passage_id" in record else "wiki6m"
             except ValueError:
                 pass
         return "evqa-json"
     return None
+
+
+def detect_format(path: Path) -> str | None:
+    """A file's format from its name, then its content.
+
+    ``.jsonl`` names both Wiki6M and ReT-M2KR: only a first record with
+    ``passage_id`` makes it ReT-M2KR (a first line longer than the sniffed
+    head keeps the name's answer).
+    """
+    found = format_from_name(path)
+    if found is None:
+        return sniff_format(path)
+    if found == "wiki6m" and sniff_format(path) == "ret-m2kr-jsonl":
+        return "ret-m2kr-jsonl"
+    return found
 
 
 def list_sources(path: Path, fmt: str = "auto") -> tuple[list[Path], str]:
@@ -130,7 +147,7 @@ def list_sources(path: Path, fmt: str = "auto") -> tuple[list[Path], str]:
     if not path.exists():
         raise InputError(f"{path}: no such file or directory", hint="check the --wiki path")
     if path.is_file():
-        found = format_from_name(path) or sniff_format(path)
+        found = detect_format(path)
         if fmt == "auto":
             if found is None:
                 raise InputError(
@@ -145,9 +162,8 @@ def list_sources(path: Path, fmt: str = "auto") -> tuple[list[Path], str]:
     )
     by_format: dict[str, list[Path]] = collections.defaultdict(list)
     for p in files:
-        found = format_from_name(p)
-        if found is None and not _is_index_file(p.name):
-            found = sniff_format(p) if p.suffix.lower() not in {".txt", ".md", ".md5", ".sha1"} else None
+        skip = _is_index_file(p.name) or p.suffix.lower() in {".txt", ".md", ".md5", ".sha1"}
+        found = None if skip else detect_format(p)
         if found is not None:
             by_format[found].append(p.resolve())
     if fmt == "auto":
@@ -371,15 +387,30 @@ class _Builder:
         self.manifest: dict[str, Any] = {}
 
     # -- images ---------------------------------------------------------------
-    def resolve(self, ref: str) -> str | None:
+    def resolve(self, ref: str, *, as_path: bool = False) -> str | None:
+        """The local file of an image reference (relative to the images root) or None.
+
+        ``as_path``: the source gave a path relative to its images folder
+        (``ImageRef`` kind ``"path"``), looked up as that path only.
+        """
         # Sections of a page share its fallback image: cache recent answers.
-        if ref in self._cache:
-            return self._cache[ref]
-        rel = self.resolver.resolve(ref)
+        key = ("path:" if as_path else "ref:") + ref
+        if key in self._cache:
+            return self._cache[key]
+        rel = self.resolver.resolve_path(ref) if as_path else self.resolver.resolve(ref)
         if len(self._cache) >= 100_000:
             self._cache.clear()
-        self._cache[ref] = rel
+        self._cache[key] = rel
         return rel
+
+    def page_resolver(self, page: Page) -> Callable[[str], str | None]:
+        """``ref -> local path`` for one page: its kind-``"path"`` refs are paths, the rest names/URLs."""
+        images = [page.page_image] if page.page_image else []
+        images += [i for section in page.sections for i in section.images]
+        paths = {i.ref for i in images if i.kind == "path"}
+        if not paths:
+            return self.resolve
+        return lambda ref: self.resolve(ref, as_path=ref in paths)
 
     # -- manifest -------------------------------------------------------------
     def write_manifest(self, status: str, checkpoint: dict[str, Any] | None) -> None:
@@ -462,8 +493,9 @@ class _Builder:
         """The page's documents with doc_ids, image paths and counts."""
         self.give_page_image(page)
         out = []
-        for doc in split_page(page, self.config.split, self.counts, self.resolve):
-            path = self.resolve(doc.image_ref) if doc.image_ref else None
+        resolve = self.page_resolver(page)
+        for doc in split_page(page, self.config.split, self.counts, resolve):
+            path = resolve(doc.image_ref) if doc.image_ref else None
             self.counts["documents"] += 1
             if doc.image_origin == "section":
                 self.counts["documents_section_image"] += 1
@@ -662,7 +694,10 @@ def build_kb(
         protocol = protocol or defaults.pop()
         if protocol not in PROTOCOLS:
             raise InputError(f"unknown protocol {protocol!r}", hint=f"use one of: {', '.join(PROTOCOLS)}")
-        split = SplitConfig(protocol=protocol)
+        if all(f in KEEP_SHORT_FORMATS for f in formats or (fmt,)):
+            split = SplitConfig(protocol=protocol, min_chars=0)
+        else:
+            split = SplitConfig(protocol=protocol)
     if shard_size < 1:
         raise InputError(f"shard size must be >= 1 (got {shard_size})")
     if limit is not None and limit < 0:

@@ -38,6 +38,19 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _find(resolver: ImageResolver, ref: str) -> str | None:
+    """A document's image by name/URL, else (a ref with ``/`` that is no URL) as a relative path.
+
+    The documents keep the ref, not its kind: a ref holding ``/`` that is not a
+    URL can only be a source's relative path (ReT-M2KR's ``"evqa_kb_images/0/0.jpg"``,
+    kind ``"path"``), since a file name never contains ``/``.
+    """
+    found = resolver.resolve(ref)
+    if found is None and "/" in ref and "://" not in ref and not ref.startswith("//"):
+        found = resolver.resolve_path(ref)
+    return found
+
+
 def update_kb_image_paths(
     kb_dir: str | Path | KBDir, images_dir: str | Path, mapping_file: str | Path | None = None
 ) -> dict[str, int]:
@@ -84,7 +97,7 @@ def update_kb_image_paths(
         changed = 0
         for i, (ref, path) in enumerate(zip(refs, paths, strict=True)):
             if ref and not path:
-                found = resolver.resolve(ref)
+                found = _find(resolver, ref)
                 if found is not None:
                     paths[i] = found
                     changed += 1
@@ -103,7 +116,7 @@ def update_kb_image_paths(
         kept = []
         for row, line in iter_jsonl(kb.missing_images_path):
             ref = row.get("image_ref")
-            if not (isinstance(ref, str) and resolver.resolve(ref) is not None):
+            if not (isinstance(ref, str) and _find(resolver, ref) is not None):
                 kept.append(line + "\n")
         atomic_write_bytes(kb.missing_images_path, "".join(kept).encode("utf-8"))
     manifest = dict(kb.manifest)

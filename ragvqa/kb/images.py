@@ -173,6 +173,7 @@ class ImageResolver:
         stats: counts: ``"resolved"``, ``"missing"``, ``"resolved_mapping"``,
             ``"resolved_wikimedia"``, ``"resolved_flat"``,
             ``"resolved_flat_raw"`` (the source's own spelling),
+            ``"resolved_path"`` (a relative path, :meth:`resolve_path`),
             ``"refused_escape"`` (a candidate or mapped file outside the root),
             ``"invalid_ref"``, and while loading the mapping
             ``"mapping_entries"``, ``"mapping_refused"``, ``"mapping_malformed"``,
@@ -454,8 +455,40 @@ class ImageResolver:
                 return found
         return None
 
+    def resolve_path(self, rel: str) -> str | None:
+        """A source's own relative image path (``ImageRef`` kind ``"path"``) under ``images_root``.
+
+        ``rel`` is taken as given, relative to the root (e.g. ReT-M2KR's
+        ``"evqa_kb_images/0/0.jpg"``): it must be lexically safe (relative, no
+        ``..``, no drive or NUL; refused and counted ``refused_escape``
+        otherwise) and must stay inside the root once symlinks are followed
+        (:func:`ragvqa.kb.layout.inside`). Returns the normalised relative
+        path (``/`` separators) of an existing file, or None; counted as
+        ``resolved``/``resolved_path`` or ``missing``.
+        """
+        from ragvqa.kb.layout import inside
+
+        found = None
+        rel = (rel or "").strip().replace("\\", "/")
+        if self.images_root is not None and rel:
+            if not _lexically_safe(rel):
+                self.stats["refused_escape"] += 1
+            else:
+                norm = os.path.normpath(rel).replace(os.sep, "/")
+                full = inside(self._root_real, norm)
+                if full is None:
+                    self.stats["refused_escape"] += 1  # a symlink leading out of the root
+                elif full.is_file():
+                    found = norm
+        if found is None:
+            self.stats["missing"] += 1
+            return None
+        self.stats["resolved"] += 1
+        self.stats["resolved_path"] += 1
+        return found
+
     def image_file(self, rel: str) -> Path:
-        """The absolute path of a relative path returned by :meth:`resolve`."""
+        """The absolute path of a relative path returned by :meth:`resolve` or :meth:`resolve_path`."""
         if self.images_root is None:
             raise InputError("no images root is set", hint="pass --images DIR")
         return self.images_root / rel

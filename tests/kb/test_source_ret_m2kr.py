@@ -81,3 +81,117 @@ def test_gzip_and_file_errors(tmp_path):
     cut.write_bytes(gz.read_bytes()[:-8])
     with pytest.raises(DataError, match="truncated or corrupt"):
         list(ret_m2kr.iter_pages(cut, counts=collections.Counter()))
+
+
+# --------------------------------------------------------------------------- end to end: ragvqa build-kb
+
+
+def _image(path, colour):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), colour).save(path)
+    return path
+
+
+def _build_cli(tmp_path, source, images, *extra):
+    from ragvqa.cli import main
+
+    out = tmp_path / "kb"
+    argv = ["build-kb", "--wiki", str(source), "--out", str(out), "--images", str(images), "--no-progress", *extra]
+    assert main(argv) == 0
+    return out
+
+
+def test_build_kb_resolves_relative_image_paths_under_images(tmp_path, capsys):
+    from ragvqa.kb.layout import KBDir
+    from ragvqa.kb.store import KnowledgeBase
+
+    images = tmp_path / "images"
+    first = _image(images / "evqa_kb_images" / "0" / "0.jpg", "red")
+    _image(images / "evqa_kb_images" / "0" / "5.jpg", "blue")
+    _image(tmp_path / "outside.jpg", "green")  # exists, but outside the images root
+    (images / "evqa_kb_images" / "link.jpg").symlink_to(tmp_path / "outside.jpg")
+    escaping = [
+        {"passage_id": "up", "passage_text": "Climbs out.", "passage_image_path": "../outside.jpg"},
+        {"passage_id": "up2", "passage_text": "Climbs out deeper.", "passage_image_path": "evqa_kb_images/../../outside.jpg"},
+        {"passage_id": "abs", "passage_text": "Absolute.", "passage_image_path": str(tmp_path / "outside.jpg")},
+        {"passage_id": "link", "passage_text": "Symlink out.", "passage_image_path": "evqa_kb_images/link.jpg"},
+        {"passage_id": "gone", "passage_text": "No such file.", "passage_image_path": "evqa_kb_images/9/9.jpg"},
+        {"passage_id": "dotted", "passage_text": "Redundant parts.", "passage_image_path": "./evqa_kb_images//0/5.jpg"},
+    ]
+    source = _write(tmp_path / "kb_evqa.jsonl", [json.dumps(r) for r in RECORDS + escaping])
+    out = _build_cli(tmp_path, source, images, "--format", "ret-m2kr-jsonl")
+    assert "documents" in capsys.readouterr().out
+
+    kb = KnowledgeBase(out)
+    docs = kb.get(range(len(kb)))
+    by_id = {d.page_id: d for d in docs}
+    # one document per passage (the empty one skipped), in file order, text unchanged
+    assert [d.page_id for d in docs] == ["evqa_kb_0", "17", "img_only", "extra", "up", "up2", "abs", "link", "gone", "dotted"]
+    assert by_id["evqa_kb_0"].text == RECORDS[0]["passage_text"]
+    assert by_id["evqa_kb_0"].image_ref == "evqa_kb_images/0/0.jpg"
+    assert by_id["evqa_kb_0"].image_path == "evqa_kb_images/0/0.jpg"
+    assert kb.image_file(by_id["evqa_kb_0"]).read_bytes() == first.read_bytes()
+    assert by_id["img_only"].image_path == "evqa_kb_images/0/5.jpg" and by_id["img_only"].text == ""
+    assert by_id["dotted"].image_path == "evqa_kb_images/0/5.jpg"
+    assert by_id["17"].image_ref is None and by_id["17"].image_path is None
+    # never a file outside the root, whatever the spelling; a missing file is just missing
+    for pid in ("up", "up2", "abs", "link", "gone"):
+        assert by_id[pid].image_ref is not None and by_id[pid].image_path is None, pid
+    manifest = KBDir(out).manifest
+    assert manifest["format"] == "ret-m2kr-jsonl" and manifest["protocol"] == "sections"
+    missing = [json.loads(line)["image_ref"] for line in KBDir(out).missing_images_path.read_text().splitlines()]
+    assert sorted(missing) == sorted(r["passage_image_path"] for r in escaping[:5])
+
+
+def test_resolver_counts_escapes_and_paths(tmp_path):
+    from ragvqa.kb.images import ImageResolver
+
+    images = tmp_path / "images"
+    _image(images / "a" / "b.jpg", "red")
+    _image(tmp_path / "outside.jpg", "green")
+    (images / "a" / "out.jpg").symlink_to(tmp_path / "outside.jpg")
+    resolver = ImageResolver(images)
+    assert resolver.resolve_path("a/b.jpg") == "a/b.jpg"
+    assert resolver.resolve_path("a\\b.jpg") == "a/b.jpg"  # a Windows separator
+    for bad in ("../outside.jpg", "a/../../outside.jpg", "/etc/passwd", "C:/x.jpg", "a/out.jpg", "a/\0.jpg"):
+        assert resolver.resolve_path(bad) is None, bad
+    assert resolver.resolve_path("a/none.jpg") is None and resolver.resolve_path("a") is None
+    assert resolver.stats["resolved_path"] == 2 and resolver.stats["refused_escape"] == 6
+    assert resolver.stats["missing"] == 8
+
+
+def test_auto_format_and_directory_of_parts(tmp_path):
+    from ragvqa.kb.build import list_sources
+    from ragvqa.kb.layout import KBDir
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    _write(parts / "kb-0.jsonl", [json.dumps(RECORDS[0])])
+    _write(parts / "kb-1.jsonl", [json.dumps(RECORDS[1])])
+    files, fmt = list_sources(parts)
+    assert fmt == "ret-m2kr-jsonl" and [p.name for p in files] == ["kb-0.jsonl", "kb-1.jsonl"]
+    # a Wiki6M file keeps its format
+    wiki = _write(tmp_path / "w.jsonl", [json.dumps({"wikipedia_title": "T", "wikipedia_content": "x"})])
+    assert list_sources(wiki)[1] == "wiki6m"
+    images = tmp_path / "images"
+    _image(images / "evqa_kb_images" / "0" / "0.jpg", "red")
+    out = _build_cli(tmp_path, parts, images)
+    assert KBDir(out).manifest["format"] == "ret-m2kr-jsonl"
+
+
+def test_fetched_later_paths_fill_in(tmp_path):
+    """Built without the images; ``update_kb_image_paths`` finds them by path once they are there."""
+    from ragvqa.kb.build import build_kb
+    from ragvqa.kb.image_paths import update_kb_image_paths
+    from ragvqa.kb.store import KnowledgeBase
+
+    source = _write(tmp_path / "kb.jsonl", [json.dumps(r) for r in RECORDS[:3]])
+    out = tmp_path / "kb"
+    build_kb(source, out, fmt="ret-m2kr-jsonl", progress=False)
+    images = tmp_path / "images"
+    _image(images / "evqa_kb_images" / "0" / "0.jpg", "red")
+    counts = update_kb_image_paths(out, images)
+    assert counts["documents_updated"] == 1 and counts["documents_still_missing"] == 1
+    assert [d.image_path for d in KnowledgeBase(out).get([0, 1, 2])] == ["evqa_kb_images/0/0.jpg", None, None]

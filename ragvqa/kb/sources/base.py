@@ -22,9 +22,10 @@ builder (:mod:`ragvqa.kb.build`) relies on this contract, and nothing else:
 
 Implementations: :mod:`ragvqa.kb.sources.mediawiki` (XML dumps, ``.bz2``,
 multistream), :mod:`ragvqa.kb.sources.evqa` (the E-VQA KB JSON),
-:mod:`ragvqa.kb.sources.wiki6m` (InfoSeek's Wiki6M JSONL) and
+:mod:`ragvqa.kb.sources.wiki6m` (InfoSeek's Wiki6M JSONL),
 :mod:`ragvqa.kb.sources.vital` (the vital-articles lead sections shipped in a
-PyPI package). A KB can be built from several sources in one go
+PyPI package) and :mod:`ragvqa.kb.sources.ret_m2kr` (the ReT-M2KR ``jsonl/rag``
+passages, whose images are paths relative to ``--images``). A KB can be built from several sources in one go
 (``build_kb([(path, format), ...], out)``).
 """
 
@@ -42,12 +43,18 @@ from ragvqa.types import Page
 #: Source formats and the module of ``ragvqa.kb.sources`` that reads each.
 SOURCE_MODULES: dict[str, str] = {
     "mediawiki": "mediawiki", "evqa-json": "evqa", "wiki6m": "wiki6m", "vital-json": "vital",
+    "ret-m2kr-jsonl": "ret_m2kr",
 }
 FORMATS: tuple[str, ...] = tuple(SOURCE_MODULES)
 #: The splitting protocol each format's benchmark uses (E-VQA: sections, InfoSeek: chunks).
 DEFAULT_PROTOCOL: dict[str, str] = {
     "mediawiki": "sections", "evqa-json": "sections", "wiki6m": "chunks", "vital-json": "sections",
+    # each ReT-M2KR passage is already one retrieval unit: one document per passage
+    "ret-m2kr-jsonl": "sections",
 }
+#: Formats whose units are kept however short (``SplitConfig.min_chars`` 0): a
+#: ReT-M2KR passage is a retrieval unit of the benchmark, image-only ones included.
+KEEP_SHORT_FORMATS: frozenset[str] = frozenset({"ret-m2kr-jsonl"})
 
 
 @runtime_checkable
@@ -91,4 +98,4 @@ def source_for(fmt: str) -> PageSource:
     return cast(PageSource, module)
 
 
-__all__ = ["DEFAULT_PROTOCOL", "FORMATS", "SOURCE_MODULES", "PageSource", "source_for"]
+__all__ = ["DEFAULT_PROTOCOL", "FORMATS", "KEEP_SHORT_FORMATS", "SOURCE_MODULES", "PageSource", "source_for"]
