@@ -32,13 +32,22 @@ passages, whose images are paths relative to ``--images``). A KB can be built fr
 from __future__ import annotations
 
 import collections
+import gzip
 import importlib
-from collections.abc import Iterator
+import json
+import logging
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol, cast, runtime_checkable
+from typing import IO, Any, Protocol, cast, runtime_checkable
 
-from ragvqa.errors import InputError
+from ragvqa.errors import DataError, InputError
 from ragvqa.types import Page
+
+log = logging.getLogger(__name__)
+
+# This many invalid JSONL lines in a row mean the file is not in the expected format at all.
+MAX_BAD_RUN = 20
 
 #: Source formats and the module of ``ragvqa.kb.sources`` that reads each.
 SOURCE_MODULES: dict[str, str] = {
@@ -86,6 +95,132 @@ class PageSource(Protocol):
         ...
 
 
+#: One parsed entry of a source: (page, or None when empty; why it is malformed, or
+#: None; where it is, for the log: "line 3 (byte 120)", "entry 'Title'").
+Entry = tuple[Page | None, str | None, str]
+
+
+def take_pages(
+    entries: Iterable[Entry],
+    *,
+    path: Path,
+    counts: collections.Counter,
+    limit: int | None,
+    skip: int,
+) -> Iterator[Page]:
+    """The contract's counting, resume and limit rules over a reader's parsed entries.
+
+    Every entry looked at counts ``pages_read`` and a malformed one
+    ``skipped_malformed`` (logged with its place), an empty one
+    ``skipped_empty``; while ``skip`` yieldable pages are being passed over
+    nothing is counted (the run that yielded them counted them). No entry is
+    pulled after the ``limit``-th page, so a damaged file past the limit is
+    never read.
+    """
+    if limit is not None and limit <= 0:
+        return
+    passed = yielded = 0
+    for page, problem, where in entries:
+        if passed < skip:
+            passed += page is not None and problem is None
+            continue
+        counts["pages_read"] += 1
+        if problem is not None:
+            counts["skipped_malformed"] += 1
+            log.warning("%s: %s skipped (%s)", path, where, problem)
+        elif page is None:
+            counts["skipped_empty"] += 1
+        else:
+            yielded += 1
+            yield page
+            if limit is not None and yielded >= limit:
+                return
+
+
+def parse_entry(parse: Callable[..., Page | None], *args: Any) -> tuple[Page | None, str | None]:
+    """``(parse(*args), None)``, or ``(None, why)`` for a ValueError (malformed) or too deep nesting."""
+    try:
+        return parse(*args), None
+    except RecursionError:
+        return None, "nested too deeply"
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        return None, (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def require_file(path: Path) -> Path:
+    """``path`` as a Path. Raises: InputError (one line) when it is no file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file", hint="check the --wiki path")
+    return path
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    if path.name.endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return open(path, "rb")  # noqa: SIM115 - closed by the caller's with
+
+
+def _jsonl_entries(
+    path: Path, parse: Callable[[Any], Page | None], invalid: str, expected: str
+) -> Iterator[Entry]:
+    line_no = offset = bad_run = 0
+    seen_record = False
+    with _open_binary(path) as fh:
+        while True:
+            try:
+                raw = fh.readline()
+            except (EOFError, OSError, zlib.error) as exc:
+                raise DataError(
+                    f"{path}: line {line_no + 1} (uncompressed byte {offset}): "
+                    f"the compressed file is truncated or corrupt ({exc})",
+                    hint="download the file again",
+                ) from None
+            if not raw:
+                return
+            line_no += 1
+            start, offset = offset, offset + len(raw)
+            if not raw.strip():
+                continue
+            page, problem = parse_entry(lambda r: parse(json.loads(r)), raw)
+            if problem is None:
+                bad_run, seen_record = 0, True
+            else:
+                bad_run += 1
+                if not seen_record or bad_run >= MAX_BAD_RUN:
+                    raise DataError(f"{path}: line {line_no} (byte {start}): {invalid} ({problem})",
+                                    hint=f"expected one JSON object per line with {expected}")
+            yield page, problem, f"line {line_no} (byte {start})"
+
+
+def iter_jsonl_pages(
+    path: Path,
+    parse: Callable[[Any], Page | None],
+    *,
+    counts: collections.Counter,
+    limit: int | None,
+    skip: int,
+    expected: str,
+    invalid: str = "invalid line",
+) -> Iterator[Page]:
+    """Pages of a JSONL(.gz) file, one record per line, in line order (the PageSource contract).
+
+    Args:
+        parse: decoded record -> Page, or None for an empty record; ValueError for a malformed one.
+        counts, limit, skip: as in :class:`PageSource`.
+        expected: what a line should hold (for the error hint).
+        invalid: how the error names a bad line (``"invalid Wiki6M JSON line"``).
+    Raises:
+        InputError: no such file. DataError: truncated or corrupt ``.gz``, or
+            not this format (the first record line, or 20 lines in a row,
+            invalid); the message names the line and the byte offset (of the
+            uncompressed stream for ``.gz``).
+    """
+    path = require_file(path)
+    entries = _jsonl_entries(path, parse, invalid, expected)
+    yield from take_pages(entries, path=path, counts=counts, limit=limit, skip=skip)
+
+
 def source_for(fmt: str) -> PageSource:
     """The reader module of a format.
 
@@ -98,4 +233,7 @@ def source_for(fmt: str) -> PageSource:
     return cast(PageSource, module)
 
 
-__all__ = ["DEFAULT_PROTOCOL", "FORMATS", "KEEP_SHORT_FORMATS", "SOURCE_MODULES", "PageSource", "source_for"]
+__all__ = [
+    "DEFAULT_PROTOCOL", "FORMATS", "KEEP_SHORT_FORMATS", "MAX_BAD_RUN", "SOURCE_MODULES", "Entry", "PageSource",
+    "iter_jsonl_pages", "parse_entry", "require_file", "source_for", "take_pages",
+]

@@ -21,16 +21,14 @@ from __future__ import annotations
 import codecs
 import collections
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragvqa.errors import DataError, InputError
+from ragvqa.errors import DataError
+from ragvqa.kb.sources.base import parse_entry, require_file, take_pages
 from ragvqa.types import ImageRef, Page, Section
-
-log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 1 << 20  # read size; an entry may span many blocks
 MAX_ENTRY_CHARS = 1 << 29  # one entry larger than this means a corrupt file
@@ -321,29 +319,6 @@ def iter_pages(
         skip: yieldable pages to pass over first (resume).
     """
     del workers
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file", hint="check the --wiki path")
-    passed = yielded = 0
-    for key, entry in iter_entries(path):
-        if limit is not None and yielded >= limit:
-            return
-        problem: ValueError | None = None
-        try:
-            page = entry_to_page(key, entry)
-        except ValueError as exc:
-            page, problem = None, exc
-        if passed < skip:
-            # Passed over: the run that yielded these pages counted them.
-            passed += page is not None
-            continue
-        counts["pages_read"] += 1
-        if problem is not None:
-            counts["skipped_malformed"] += 1
-            log.warning("%s: entry %r skipped (%s)", path, key[:200], problem)
-            continue
-        if page is None:
-            counts["skipped_empty"] += 1
-            continue
-        yielded += 1
-        yield page
+    path = require_file(path)
+    entries = ((*parse_entry(entry_to_page, key, entry), f"entry {key[:200]!r}") for key, entry in iter_entries(path))
+    yield from take_pages(entries, path=path, counts=counts, limit=limit, skip=skip)

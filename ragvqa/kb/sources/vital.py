@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ragvqa.errors import DataError, InputError, MissingDependencyError
+from ragvqa.kb.sources.base import parse_entry, take_pages
 from ragvqa.kb.sources.wiki6m import wikipedia_url
 from ragvqa.types import Page, Section
 
@@ -139,26 +140,7 @@ def iter_pages(
         DataError: not UTF-8, invalid JSON, or not an object.
     """
     del workers
-    data = _load(Path(path))
-    passed = yielded = 0
-    for key, entry in data.items():
-        if limit is not None and yielded >= limit:
-            return
-        try:
-            page = entry_to_page(key, entry)
-        except ValueError:
-            if passed >= skip:
-                counts["pages_read"] += 1
-                counts["skipped_malformed"] += 1
-            continue
-        if page is None:
-            if passed >= skip:
-                counts["pages_read"] += 1
-                counts["skipped_empty"] += 1
-            continue
-        if passed < skip:
-            passed += 1
-            continue
-        counts["pages_read"] += 1
-        yielded += 1
-        yield page
+    path = Path(path)
+    data = _load(path)
+    entries = ((*parse_entry(entry_to_page, key, entry), f"entry {key[:200]!r}") for key, entry in data.items())
+    yield from take_pages(entries, path=path, counts=counts, limit=limit, skip=skip)

@@ -11,22 +11,13 @@ protocol cuts it into 100-word chunks) and its image becomes the page image.
 from __future__ import annotations
 
 import collections
-import gzip
-import json
-import logging
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ragvqa.errors import DataError, InputError
+from ragvqa.kb.sources.base import iter_jsonl_pages
 from ragvqa.types import ImageRef, Page, Section
-
-log = logging.getLogger(__name__)
-
-# This many invalid lines in a row mean the file is not Wiki6M JSONL at all.
-MAX_BAD_RUN = 20
 
 
 def wikipedia_url(title: str) -> str:
@@ -70,22 +61,6 @@ def record_to_page(record: Any) -> Page | None:
     return Page(page_id=page_id, title=title, url=wikipedia_url(title), sections=[section], page_image=image)
 
 
-def _parse_line(raw: bytes) -> tuple[Page | None, str | None]:
-    """(page or None when empty, None) for a good line; (None, why) for a bad one."""
-    try:
-        return record_to_page(json.loads(raw)), None
-    except RecursionError:
-        return None, "nested too deeply"
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        return None, (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-
-
-def _open(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")  # noqa: SIM115 - closed by the caller's with
-
-
 def iter_pages(
     path: Path,
     *,
@@ -116,56 +91,7 @@ def iter_pages(
             the byte offset (of the uncompressed stream for ``.gz``).
     """
     del workers
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file", hint="check the --wiki path")
-    passed = yielded = 0
-    line_no = 0
-    offset = 0  # byte offset of the current line (uncompressed)
-    bad_run = 0
-    seen_record = False
-    with _open(path) as fh:
-        while True:
-            if limit is not None and yielded >= limit:
-                return
-            try:
-                raw = fh.readline()
-            except (EOFError, OSError, zlib.error) as exc:
-                raise DataError(
-                    f"{path}: line {line_no + 1} (uncompressed byte {offset}): "
-                    f"the compressed file is truncated or corrupt ({exc})",
-                    hint="download the file again",
-                ) from None
-            if not raw:
-                return
-            line_no += 1
-            start, offset = offset, offset + len(raw)
-            if not raw.strip():
-                continue
-            page, problem = _parse_line(raw)
-            if problem is not None:
-                if passed < skip and seen_record:
-                    continue  # passed over (counted by the run that yielded it)
-                bad_run += 1
-                counts["pages_read"] += 1
-                if not seen_record or bad_run >= MAX_BAD_RUN:
-                    raise DataError(
-                        f"{path}: line {line_no} (byte {start}): invalid Wiki6M JSON line "
-                        f"({problem})",
-                        hint="expected one JSON object per line with wikipedia_title and wikipedia_content",
-                    ) from None
-                counts["skipped_malformed"] += 1
-                log.warning("%s: line %d (byte %d): skipped (%s)", path, line_no, start, problem)
-                continue
-            bad_run = 0
-            seen_record = True
-            if passed < skip:
-                # Passed over: the run that yielded these pages counted them.
-                passed += page is not None
-                continue
-            counts["pages_read"] += 1
-            if page is None:
-                counts["skipped_empty"] += 1
-                continue
-            yielded += 1
-            yield page
+    yield from iter_jsonl_pages(
+        path, record_to_page, counts=counts, limit=limit, skip=skip, invalid="invalid Wiki6M JSON line",
+        expected="wikipedia_title and wikipedia_content",
+    )
