@@ -32,6 +32,8 @@ from ragvqa.kb.layout import KBDir, as_kb_dir
 if TYPE_CHECKING:
     import numpy as np
 
+    from ragvqa.index.late_interaction import LateInteractionIndex
+
 logger = logging.getLogger(__name__)
 
 
@@ -135,8 +137,12 @@ def build_index(
     nprobe: int | None = None,
     ef_search: int | None = None,
     rerank_k_factor: int | None = None,
-) -> FaissIndex:
+) -> FaissIndex | LateInteractionIndex:
     """Index a KB's embeddings and save the index to ``KB_DIR/index/``.
+
+    A multi-token KB (``tokens_per_document`` > 1) gets its late-interaction
+    index instead (:func:`build_late_index`; ``factory``/``nprobe`` apply to
+    its token index, the other options do not).
 
     Args:
         kb_dir: a KB directory with a complete ``embeddings/`` manifest.
@@ -155,6 +161,8 @@ def build_index(
     """
     kb = as_kb_dir(kb_dir)
     manifest = kb.require_embedded()
+    if kb.tokens_per_document() > 1:
+        return build_late_index(kb, factory=factory, nprobe=nprobe)
     shards = list(iter_embedding_shards(kb, verify=True))
     index = build_from_arrays(
         shards, factory=factory, memory_budget_bytes=memory_budget_bytes, use_gpu=use_gpu,
@@ -166,6 +174,47 @@ def build_index(
         index.save(kb.index_dir)
     kb.reload()  # the cached index parameters (if any) describe the old index
     logger.info("saved %s (%d vectors) to %s", index.factory, index.ntotal, kb.index_dir)
+    return index
+
+
+def build_late_index(
+    kb_dir: str | Path | KBDir, *, factory: str | None = None, nprobe: int | None = None
+) -> LateInteractionIndex:
+    """Index a multi-token KB's per-token embeddings for late interaction; save to ``KB_DIR/index/late/``.
+
+    The (N, T, D) float16 tokens of every shard are gathered in memory (T * D
+    * 2 bytes per document: the scale limit is in docs/retriever.md), the
+    token-level Faiss index is built over them (``factory`` None: Flat when
+    small, else IVF + fp16 codes, :func:`ragvqa.index.late_interaction.choose_factory`)
+    and the directory is written whole, then renamed into place.
+    """
+    import shutil
+
+    import numpy as np
+
+    from ragvqa.index.late_interaction import LateInteractionIndex
+
+    kb = as_kb_dir(kb_dir)
+    manifest = kb.require_embedded()
+    pairs = list(iter_embedding_shards(kb, verify=True))
+    if not pairs or sum(len(ids) for _, ids in pairs) == 0:
+        raise KnowledgeBaseError("no embeddings to index", hint=f"embed the KB first: {kb.embed_command()}")
+    tokens = np.concatenate([np.asarray(v, dtype=np.float16) for v, _ in pairs])
+    ids = np.concatenate([np.asarray(i, dtype=np.int64) for _, i in pairs])
+    options: dict[str, Any] = {"factory": factory or "auto"}
+    if nprobe is not None:
+        options["nprobe"] = nprobe
+    index = LateInteractionIndex(int(tokens.shape[2]), **options).build(tokens, ids)
+    index.retriever = manifest.get("retriever") or {}
+    with kb.writing(rerun=kb.embed_command()):
+        tmp = kb.index_dir / ".late.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        index.save(tmp)
+        shutil.rmtree(kb.late_index_dir, ignore_errors=True)
+        tmp.rename(kb.late_index_dir)
+    kb.reload()
+    logger.info("saved late-interaction index %s (%d documents x %d tokens) to %s",
+                index.factory, index.ntotal, tokens.shape[1], kb.late_index_dir)
     return index
 
 
@@ -185,4 +234,4 @@ def index_summary(index: FaissIndex) -> dict[str, Any]:
             "factory": index.factory, "on_gpu": index.on_gpu}
 
 
-__all__ = ["build_from_arrays", "build_index", "index_summary", "load_index", "sample_rows"]
+__all__ = ["build_from_arrays", "build_index", "build_late_index", "index_summary", "load_index", "sample_rows"]

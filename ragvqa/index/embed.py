@@ -11,7 +11,9 @@ Layout written under the KB directory (names from :mod:`ragvqa.kb.layout`)::
                     "unreadable_image", "no_image"},
          "documents": <digest of the KB build it embeds>,
          "status": "complete" | "in_progress", ...}
-    KB_DIR/embeddings/part-NNNNN.npy       float16 (n, D), L2-normalised rows
+    KB_DIR/embeddings/part-NNNNN.npy       float16 (n, D), L2-normalised rows; (n, T, D)
+                                           per-token rows for a multi-token retriever
+                                           ("tokens_per_document": T > 1, late interaction)
     KB_DIR/embeddings/part-NNNNN.ids.npy   int64 (n,) doc_ids
 
 One embedding shard per document shard, with the same number. Each shard is
@@ -55,6 +57,7 @@ from ragvqa.index.shards import (
     plan_tasks,
     read_shard,
     shard_is_done,
+    tokens_per_document,
     write_shard,
 )
 from ragvqa.kb.layout import COMPLETE, IN_PROGRESS, KBDir, as_kb_dir
@@ -208,6 +211,7 @@ def _embed_locked(
 ) -> dict[str, Any]:
     fingerprint = retriever.fingerprint()
     digest = kb.documents_digest()
+    tokens = tokens_per_document(retriever)  # > 1: per-token shards for late interaction
 
     existing: dict[str, Any] | None = None
     if kb.has_embeddings():
@@ -231,7 +235,7 @@ def _embed_locked(
             logger.warning("the documents of %s were rebuilt; re-embedding every shard", kb.root)
             clear_embeddings(kb)
             existing = None
-        elif int(existing.get("dim", -1)) != retriever.dim:
+        elif int(existing.get("dim", -1)) != retriever.dim or existing.get("tokens_per_document", 1) != tokens:
             clear_embeddings(kb)
             existing = None
     elif force:
@@ -242,7 +246,7 @@ def _embed_locked(
         by_file = {e.get("file"): e for e in existing.get("shards", []) if isinstance(e, dict)}
         for task in tasks:
             entry = by_file.get(kb.vectors_name(task.number))
-            if entry is not None and shard_is_done(kb, entry, task, retriever.dim):
+            if entry is not None and shard_is_done(kb, entry, task, retriever.dim, tokens):
                 done[task.number] = entry
     todo = [t for t in tasks if t.number not in done]
     logger.info("%s: %d shards, %d already embedded, %d to do", kb.root, len(tasks), len(done), len(todo))
@@ -252,6 +256,7 @@ def _embed_locked(
     manifest: dict[str, Any] = {
         "retriever": fingerprint,
         "dim": int(retriever.dim),
+        "tokens_per_document": tokens,
         "dtype": "float16",
         "shards": [],
         "counts": {},

@@ -33,6 +33,7 @@ from ragvqa.types import Hit
 if TYPE_CHECKING:
     import numpy as np
 
+    from ragvqa.index.late_interaction import LateInteractionIndex
     from ragvqa.retriever.base import ImageInput, Retriever
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class KBSearcher:
     Attributes:
         dir: the KBDir.
         kb: the KnowledgeBase.
-        index: the FaissIndex.
+        index: the FaissIndex, or for a multi-token KB the LateInteractionIndex.
+        late: the LateInteractionIndex (multi-token KB: exact MaxSim), else None.
         retriever: the query encoder (or None).
     """
 
@@ -86,11 +88,22 @@ class KBSearcher:
         if retriever is not None:
             check_retriever(self.dir, retriever)
         self.dir.require_indexed()
-        self.index: FaissIndex = load_index(
-            self.dir, mmap=mmap, nprobe=nprobe, ef_search=ef_search, use_gpu=use_gpu, verify=verify
-        )
+        self.late: LateInteractionIndex | None = None
+        self.index: FaissIndex | LateInteractionIndex
+        if self.dir.tokens_per_document() > 1:
+            from ragvqa.index.late_interaction import LateInteractionIndex
+
+            self.index = self.late = LateInteractionIndex.load(self.dir.late_index_dir)
+            if nprobe is not None:
+                self.late.nprobe = int(nprobe)
+                self.late._apply_nprobe()
+            indexed_with = self.late.retriever or None
+        else:
+            self.index = load_index(
+                self.dir, mmap=mmap, nprobe=nprobe, ef_search=ef_search, use_gpu=use_gpu, verify=verify
+            )
+            indexed_with = self.index.params.get("retriever")
         # An index built from older embeddings (another retriever) must not be served with the new ones.
-        indexed_with = self.index.params.get("retriever")
         if indexed_with is not None and not same_retriever(indexed_with, manifest.get("retriever") or {}):
             raise KnowledgeBaseError(
                 f"the index of {self.kb_dir} was built from {retriever_label(indexed_with)} embeddings, "
@@ -121,14 +134,35 @@ class KBSearcher:
                 raise InputError(f"query {i} is empty (no image, no text)", hint="give a photo, a question, or both")
         if not images:
             return []
-        queries = self.retriever.encode_queries(images, texts)
-        return self.search_vectors(queries, k)
+        return self.search_vectors(self.encode_queries(images, texts), k)
+
+    def encode_queries(
+        self, images: Sequence[ImageInput], texts: Sequence[str | None], retriever: Retriever | None = None
+    ) -> np.ndarray:
+        """What :meth:`search_vectors` takes for these queries: float32 (N, D) vectors, or
+        (N, T, D) tokens for a late-interaction KB. ``retriever``: default this searcher's."""
+        retriever = retriever or self.retriever
+        if retriever is None:
+            raise InputError("this searcher has no retriever", hint="pass one to KBSearcher(kb_dir, retriever)")
+        if self.late is not None:
+            return retriever.encode_query_tokens(images, texts)  # type: ignore[attr-defined]
+        return retriever.encode_queries(images, texts)
 
     def search_vectors(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        """Hits for float32 (N, D) L2-normalised query vectors (no retriever needed)."""
+        """Hits for float32 (N, D) L2-normalised query vectors (no retriever needed).
+
+        A late-interaction KB takes (N, T, D) query tokens (rows L2-normalised)
+        and scores by exact MaxSim over token-level candidates.
+        """
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
-        scores, ids = self.index.search(queries, k)
+        if self.late is not None:
+            if getattr(queries, "ndim", 0) != 3:
+                raise InputError(f"{self.kb_dir} is searched by late interaction: queries must be (N, T, D) tokens",
+                                 hint="encode them with the retriever's encode_query_tokens")
+            scores, ids = self.late.search(queries, k)
+        else:
+            scores, ids = self.index.search(queries, k)
         wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
         documents = dict(zip(wanted, self.kb.get(wanted), strict=True))
         out: list[list[Hit]] = []

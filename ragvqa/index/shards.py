@@ -116,6 +116,12 @@ def read_shard(task: ShardTask, images_root: str | None, uses_images: bool) -> d
     }
 
 
+def tokens_per_document(retriever: Retriever) -> int:
+    """T: how many vectors the retriever makes per input (1: one vector; > 1: late interaction)."""
+    value = getattr(retriever, "num_tokens", 1)
+    return value if isinstance(value, int) and value > 1 and hasattr(retriever, "encode_document_tokens") else 1
+
+
 def encode_shard(
     retriever: Retriever,
     payload: dict[str, Any],
@@ -125,8 +131,10 @@ def encode_shard(
     """Encode one shard's documents in batches of ``batch_size``.
 
     Returns:
-        float16 (n, D) L2-normalised vectors and the shard's counts
-        (:data:`COUNT_KEYS`).
+        float16 (n, D) L2-normalised vectors, or (n, T, D) per-token
+        L2-normalised tokens for a multi-token retriever
+        (:func:`tokens_per_document` T > 1: late interaction), and the
+        shard's counts (:data:`COUNT_KEYS`).
     Raises:
         KnowledgeBaseError: the retriever returned a wrong shape or non-finite values.
     """
@@ -136,15 +144,18 @@ def encode_shard(
     n = len(texts)
     stats = getattr(retriever, "stats", None)
     unreadable_before = int(stats.get("unreadable_images", 0)) if stats is not None else 0
-    out = np.empty((n, retriever.dim), dtype=np.float16)
+    tokens = tokens_per_document(retriever)
+    row_shape: tuple[int, ...] = (tokens, retriever.dim) if tokens > 1 else (retriever.dim,)
+    encode = retriever.encode_document_tokens if tokens > 1 else retriever.encode_documents  # type: ignore[attr-defined]
+    out = np.empty((n, *row_shape), dtype=np.float16)
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
-        vectors = retriever.encode_documents(images[start:stop], texts[start:stop], batch_size=batch_size)
-        if vectors.shape != (stop - start, retriever.dim) or not np.isfinite(vectors).all():
+        vectors = encode(images[start:stop], texts[start:stop], batch_size=batch_size)
+        if vectors.shape != (stop - start, *row_shape) or not np.isfinite(vectors).all():
             raise KnowledgeBaseError(
                 f"retriever {retriever.name} returned {vectors.shape} (finite: {bool(np.isfinite(vectors).all())}) "
                 f"for documents {int(payload['doc_ids'][start])}..{int(payload['doc_ids'][stop - 1])}, "
-                f"expected ({stop - start}, {retriever.dim})",
+                f"expected {(stop - start, *row_shape)}",
                 hint="check the retriever checkpoint",
             )
         out[start:stop] = vectors.astype(np.float16)
@@ -210,8 +221,9 @@ def verify_file(path: Path, entry: dict[str, Any], key: str) -> str | None:
     return None
 
 
-def shard_is_done(kb: KBDir, entry: dict[str, Any] | None, task: ShardTask, dim: int) -> bool:
-    """Whether an existing embedding shard is whole: right shapes, and digests match when recorded."""
+def shard_is_done(kb: KBDir, entry: dict[str, Any] | None, task: ShardTask, dim: int, tokens: int = 1) -> bool:
+    """Whether an existing embedding shard is whole: right shapes (``tokens`` > 1: (rows, T, D)),
+    and digests match when recorded."""
     import numpy as np
 
     if entry is None or int(entry.get("rows", -1)) != task.rows:
@@ -222,13 +234,18 @@ def shard_is_done(kb: KBDir, entry: dict[str, Any] | None, task: ShardTask, dim:
         ids = np.load(ids_path, mmap_mode="r")
     except (OSError, ValueError, KeyError, KnowledgeBaseError):
         return False
-    if vectors.shape != (task.rows, dim) or vectors.dtype != np.float16 or ids.shape != (task.rows,):
+    if vectors.shape != _shape(task.rows, tokens, dim) or vectors.dtype != np.float16 or ids.shape != (task.rows,):
         return False
     return verify_file(vec_path, entry, "file") is None and verify_file(ids_path, entry, "ids") is None
 
 
+def _shape(rows: int, tokens: int, dim: int) -> tuple[int, ...]:
+    return (rows, tokens, dim) if tokens > 1 else (rows, dim)
+
+
 def iter_embeddings(kb_dir: str | Path | KBDir, *, mmap: bool = True, verify: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(ids int64 (n,), vectors float16 (n, D))`` per shard, in shard order.
+    """Yield ``(ids int64 (n,), vectors float16 (n, D))`` per shard, in shard order
+    (``(n, T, D)`` tokens for a multi-token KB, :meth:`KBDir.tokens_per_document` T > 1).
 
     Args:
         kb_dir: an embedded KB.
@@ -249,6 +266,7 @@ def iter_embeddings(kb_dir: str | Path | KBDir, *, mmap: bool = True, verify: bo
         try:
             vec_path, ids_path = kb.embedding_path(entry["file"]), kb.embedding_path(entry["ids"])
             rows, dim = int(entry["rows"]), int(manifest["dim"])
+            expected = _shape(rows, kb.tokens_per_document(), dim)
         except (KeyError, TypeError, ValueError):
             raise KnowledgeBaseError(f"{kb.embeddings_manifest_path}: a shard entry is malformed", hint=fix) from None
         if verify:
@@ -261,9 +279,9 @@ def iter_embeddings(kb_dir: str | Path | KBDir, *, mmap: bool = True, verify: bo
             ids = np.load(ids_path, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise KnowledgeBaseError(f"embedding shard {vec_path} is unreadable ({exc})", hint=fix) from None
-        if vectors.shape != (rows, dim) or ids.shape != (rows,):
+        if vectors.shape != expected or ids.shape != (rows,):
             raise KnowledgeBaseError(
-                f"embedding shard {vec_path} has shape {vectors.shape}, expected ({rows}, {dim})", hint=fix
+                f"embedding shard {vec_path} has shape {vectors.shape}, expected {expected}", hint=fix
             )
         yield ids, vectors
 
@@ -276,5 +294,5 @@ def iter_embedding_shards(kb_dir: str | Path | KBDir, *, verify: bool = True) ->
 
 __all__ = [
     "COUNT_KEYS", "ShardTask", "encode_shard", "iter_embedding_shards", "iter_embeddings", "plan_tasks",
-    "read_shard", "shard_is_done", "verify_file", "write_shard",
+    "read_shard", "shard_is_done", "tokens_per_document", "verify_file", "write_shard",
 ]

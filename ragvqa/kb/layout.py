@@ -56,6 +56,8 @@ INDEX_DIR = "index"
 INDEX_FILE = "index.faiss"
 INDEX_IDS_FILE = "ids.npy"
 INDEX_PARAMS = "params.json"
+# Multi-token (late interaction) KBs: the token index lives in index/late/ (its own params.json).
+LATE_INDEX_DIR = "late"
 COMPLETE = "complete"
 IN_PROGRESS = "in_progress"
 #: A manifest larger than this is not one ragvqa wrote (a 16M-document KB's is ~1 MB).
@@ -167,6 +169,15 @@ class KBDir:
     @property
     def index_params_path(self) -> Path:
         return self.index_dir / INDEX_PARAMS
+
+    @property
+    def late_index_dir(self) -> Path:
+        """``index/late/``: the late-interaction index of a multi-token KB (:mod:`ragvqa.index.late_interaction`)."""
+        return self.index_dir / LATE_INDEX_DIR
+
+    @property
+    def late_index_params_path(self) -> Path:
+        return self.late_index_dir / INDEX_PARAMS
 
     @staticmethod
     def shard_name(number: int) -> str:
@@ -342,9 +353,26 @@ class KBDir:
             )
         return manifest
 
+    def tokens_per_document(self) -> int:
+        """Vectors per document in the embeddings: 1, or T for a multi-token (late interaction) retriever."""
+        value = self.embeddings_manifest.get("tokens_per_document", 1)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
+
     def require_indexed(self) -> dict[str, Any]:
-        """The index parameters of an embedded KB whose index files are present; raises otherwise."""
+        """The index parameters of an embedded KB whose index files are present; raises otherwise.
+
+        A multi-token KB (:meth:`tokens_per_document` > 1) needs its
+        late-interaction index (``index/late/params.json``) instead.
+        """
         self.require_embedded()
+        if self.tokens_per_document() > 1:
+            if not self.late_index_params_path.is_file():
+                raise KnowledgeBaseError(
+                    f"{self.root} has no late-interaction index ({self.late_index_params_path} is missing)",
+                    hint=f"build it with: {self.embed_command()}",
+                )
+            return self._load(self.late_index_params_path, "late-interaction index parameters",
+                              f"rebuild it with: {self.embed_command()}")
         params = self.index_params
         for path in (self.index_file, *([self.index_ids_path] if params.get("ids") not in (None, "identity") else [])):
             if not path.is_file():
@@ -492,7 +520,7 @@ class KBDir:
 
     # ----------------------------------------------------------------- index
     def has_index(self) -> bool:
-        return self.index_params_path.is_file()
+        return self.index_params_path.is_file() or self.late_index_params_path.is_file()
 
     @property
     def index_params(self) -> dict[str, Any]:

@@ -186,7 +186,7 @@ class RAGPipeline:
             if image is None and text is None:
                 raise InputError(f"query {i} is empty (no usable photo, no text)", hint="give a question")
         started = time.perf_counter()
-        vectors = self.retriever.encode_queries(images, texts)
+        vectors = self.searcher.encode_queries(images, texts, self.retriever)  # tokens for a late-interaction KB
         encoded = time.perf_counter()
         hits = self.searcher.search_vectors(vectors, k)
         if timings is not None:
