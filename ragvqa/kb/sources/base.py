@@ -25,7 +25,12 @@ multistream), :mod:`ragvqa.kb.sources.evqa` (the E-VQA KB JSON),
 :mod:`ragvqa.kb.sources.wiki6m` (InfoSeek's Wiki6M JSONL),
 :mod:`ragvqa.kb.sources.vital` (the vital-articles lead sections shipped in a
 PyPI package) and :mod:`ragvqa.kb.sources.ret_m2kr` (the ReT-M2KR ``jsonl/rag``
-passages, whose images are paths relative to ``--images``). A KB can be built from several sources in one go
+passages, whose images are paths relative to ``--images``).
+
+The JSON readers are built from parts kept here: each gives its parsed
+entries (:func:`jsonl_entries` for one record per line, :func:`keyed_entries`
+for one object of key -> entry) to :func:`page_source`, whose ``iter_pages``
+applies the counting, resume and limit rules once (:func:`take_pages`). A KB can be built from several sources in one go
 (``build_kb([(path, format), ...], out)``).
 """
 
@@ -161,9 +166,26 @@ def _open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")  # noqa: SIM115 - closed by the caller's with
 
 
-def _jsonl_entries(
-    path: Path, parse: Callable[[Any], Page | None], invalid: str, expected: str
+def jsonl_entries(
+    path: Path,
+    parse: Callable[[Any], Page | None],
+    *,
+    expected: str,
+    invalid: str = "invalid line",
 ) -> Iterator[Entry]:
+    """The parsed lines of a JSONL(.gz) file, one record per line, in line order.
+
+    Args:
+        parse: decoded record -> Page, or None for an empty record; ValueError for a malformed one.
+        expected: what a line should hold (for the error hint).
+        invalid: how the error names a bad line (``"invalid Wiki6M JSON line"``).
+    Raises:
+        InputError: no such file. DataError: truncated or corrupt ``.gz``, or
+            not this format (the first record line, or 20 lines in a row,
+            invalid); the message names the line and the byte offset (of the
+            uncompressed stream for ``.gz``).
+    """
+    path = require_file(path)
     line_no = offset = bad_run = 0
     seen_record = False
     with _open_binary(path) as fh:
@@ -193,32 +215,30 @@ def _jsonl_entries(
             yield page, problem, f"line {line_no} (byte {start})"
 
 
-def iter_jsonl_pages(
-    path: Path,
-    parse: Callable[[Any], Page | None],
-    *,
-    counts: collections.Counter,
-    limit: int | None,
-    skip: int,
-    expected: str,
-    invalid: str = "invalid line",
-) -> Iterator[Page]:
-    """Pages of a JSONL(.gz) file, one record per line, in line order (the PageSource contract).
+def keyed_entries(items: Iterable[tuple[str, Any]], parse: Callable[[str, Any], Page | None]) -> Iterator[Entry]:
+    """The parsed entries of a source that is one JSON object of key -> entry (E-VQA KB, vital summaries)."""
+    for key, entry in items:
+        yield (*parse_entry(parse, key, entry), f"entry {key[:200]!r}")
 
-    Args:
-        parse: decoded record -> Page, or None for an empty record; ValueError for a malformed one.
-        counts, limit, skip: as in :class:`PageSource`.
-        expected: what a line should hold (for the error hint).
-        invalid: how the error names a bad line (``"invalid Wiki6M JSON line"``).
-    Raises:
-        InputError: no such file. DataError: truncated or corrupt ``.gz``, or
-            not this format (the first record line, or 20 lines in a row,
-            invalid); the message names the line and the byte offset (of the
-            uncompressed stream for ``.gz``).
+
+def page_source(entries: Callable[[Path], Iterable[Entry]], doc: str) -> Callable[..., Iterator[Page]]:
+    """A reader's ``iter_pages`` (the :class:`PageSource` contract) from its ``entries(path)``.
+
+    ``entries`` yields the source's parsed entries in file order;
+    :func:`take_pages` applies the counting, resume and limit rules.
+    ``workers`` is accepted and unused: such a reader decodes in order in one
+    process (JSON decoding keeps well ahead of splitting and writing documents).
     """
-    path = require_file(path)
-    entries = _jsonl_entries(path, parse, invalid, expected)
-    yield from take_pages(entries, path=path, counts=counts, limit=limit, skip=skip)
+
+    def iter_pages(
+        path: Path, *, counts: collections.Counter, workers: int = 1, limit: int | None = None, skip: int = 0
+    ) -> Iterator[Page]:
+        del workers
+        path = Path(path)
+        yield from take_pages(entries(path), path=path, counts=counts, limit=limit, skip=skip)
+
+    iter_pages.__doc__ = doc
+    return iter_pages
 
 
 def source_for(fmt: str) -> PageSource:
@@ -235,5 +255,5 @@ def source_for(fmt: str) -> PageSource:
 
 __all__ = [
     "DEFAULT_PROTOCOL", "FORMATS", "KEEP_SHORT_FORMATS", "MAX_BAD_RUN", "SOURCE_MODULES", "Entry", "PageSource",
-    "iter_jsonl_pages", "parse_entry", "require_file", "source_for", "take_pages",
+    "jsonl_entries", "keyed_entries", "page_source", "parse_entry", "require_file", "source_for", "take_pages",
 ]

@@ -19,7 +19,6 @@ a bracket-counting scanner and counted the same way (:class:`Malformed`).
 from __future__ import annotations
 
 import codecs
-import collections
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ragvqa.errors import DataError
-from ragvqa.kb.sources.base import parse_entry, require_file, take_pages
+from ragvqa.kb.sources.base import Entry, keyed_entries, page_source, require_file
 from ragvqa.types import ImageRef, Page, Section
 
 BLOCK_BYTES = 1 << 20  # read size; an entry may span many blocks
@@ -297,28 +296,21 @@ def entry_to_page(key: str, entry: Any) -> Page | None:
     return Page(page_id=key, title=title, url=url or key, sections=sections)
 
 
-def iter_pages(
-    path: Path,
-    *,
-    counts: collections.Counter,
-    workers: int = 1,
-    limit: int | None = None,
-    skip: int = 0,
-) -> Iterator[Page]:
-    """Pages of an E-VQA KB JSON file, in file order (see CONTRACTS.md).
+def entries(path: Path) -> Iterator[Entry]:
+    """The parsed entries of the file (:func:`ragvqa.kb.sources.base.keyed_entries`)."""
+    return keyed_entries(iter_entries(require_file(path)), entry_to_page)
 
-    Args:
-        path: ``encyclopedic_kb_wiki.json`` (or any file in its format).
-        counts: incremented: ``pages_read``, ``skipped_empty``,
-            ``skipped_malformed``. Nothing up to and including the last page
-            passed over by ``skip`` is counted (the run that yielded those
-            pages counted them), as in the MediaWiki reader.
-        workers: accepted for the common interface; decoding is sequential
-            (one JSON object has one reading order).
-        limit: stop after this many yielded pages.
-        skip: yieldable pages to pass over first (resume).
-    """
-    del workers
-    path = require_file(path)
-    entries = ((*parse_entry(entry_to_page, key, entry), f"entry {key[:200]!r}") for key, entry in iter_entries(path))
-    yield from take_pages(entries, path=path, counts=counts, limit=limit, skip=skip)
+
+iter_pages = page_source(entries, """Pages of an E-VQA KB JSON file, in file order (see CONTRACTS.md).
+
+Args:
+    path: ``encyclopedic_kb_wiki.json`` (or any file in its format).
+    counts: incremented: ``pages_read``, ``skipped_empty``,
+        ``skipped_malformed``. Nothing up to and including the last page
+        passed over by ``skip`` is counted (the run that yielded those
+        pages counted them), as in the MediaWiki reader.
+    workers: accepted for the common interface; decoding is sequential
+        (one JSON object has one reading order).
+    limit: stop after this many yielded pages.
+    skip: yieldable pages to pass over first (resume).
+""")

@@ -17,17 +17,16 @@ path under the KB build's images root). Malformed lines are skipped and
 counted; a passage with neither text nor image is ``skipped_empty``.
 
 The line loop (ordering, counting, resume, limit, errors) is
-:func:`ragvqa.kb.sources.base.iter_jsonl_pages`, shared with Wiki6M.
+:func:`ragvqa.kb.sources.base.jsonl_entries`, shared with Wiki6M.
 """
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ragvqa.kb.sources.base import iter_jsonl_pages
+from ragvqa.kb.sources.base import Entry, jsonl_entries, page_source
 from ragvqa.types import ImageRef, Page, Section
 
 
@@ -56,15 +55,10 @@ def record_to_page(record: Any) -> Page | None:
     return Page(page_id=str(pid), title=str(pid), url="", sections=[section], page_image=ref)
 
 
-def iter_pages(
-    path: Path,
-    *,
-    counts: collections.Counter,
-    workers: int = 1,
-    limit: int | None = None,
-    skip: int = 0,
-) -> Iterator[Page]:
-    """Passages of a ReT-M2KR ``jsonl/rag`` file as one-section pages (see the module docstring)."""
-    del workers  # json decoding keeps up with document writing; one process
-    return iter_jsonl_pages(path, record_to_page, counts=counts, limit=limit, skip=skip,
-                            expected="passage_id, passage_text and passage_image_path")
+def entries(path: Path) -> Iterator[Entry]:
+    """The parsed lines of a ReT-M2KR ``jsonl/rag`` file (:func:`ragvqa.kb.sources.base.jsonl_entries`)."""
+    return jsonl_entries(path, record_to_page, expected="passage_id, passage_text and passage_image_path")
+
+
+iter_pages = page_source(entries, """Passages of a ReT-M2KR ``jsonl/rag`` file as one-section pages, in line order
+(the PageSource contract; see the module docstring).""")

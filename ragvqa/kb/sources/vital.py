@@ -22,7 +22,6 @@ extract) and its English Wikipedia URL. Pages come in file order.
 
 from __future__ import annotations
 
-import collections
 import importlib.util
 import json
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ragvqa.errors import DataError, InputError, MissingDependencyError
-from ragvqa.kb.sources.base import parse_entry, take_pages
+from ragvqa.kb.sources.base import Entry, keyed_entries, page_source
 from ragvqa.kb.sources.wiki6m import wikipedia_url
 from ragvqa.types import Page, Section
 
@@ -115,32 +114,24 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-def iter_pages(
-    path: Path,
-    *,
-    counts: collections.Counter,
-    workers: int = 1,
-    limit: int | None = None,
-    skip: int = 0,
-) -> Iterator[Page]:
-    """Pages of the summaries file, in file order (the PageSource contract).
+def entries(path: Path) -> Iterator[Entry]:
+    """The parsed entries of the file (:func:`ragvqa.kb.sources.base.keyed_entries`)."""
+    return keyed_entries(_load(path).items(), entry_to_page)
 
-    The file is 6.5 MB: it is read whole (one JSON object has no line
-    structure to stream by).
 
-    Args:
-        path: the summaries JSON (:func:`vital_summaries_path`).
-        counts: incremented: ``pages_read``, ``skipped_empty``,
-            ``skipped_malformed``; nothing for the ``skip`` pages passed over.
-        workers: accepted for the common interface (decoding takes 0.1 s).
-        limit: stop after this many yielded pages.
-        skip: yieldable pages to pass over first (resume).
-    Raises:
-        InputError: no such file.
-        DataError: not UTF-8, invalid JSON, or not an object.
-    """
-    del workers
-    path = Path(path)
-    data = _load(path)
-    entries = ((*parse_entry(entry_to_page, key, entry), f"entry {key[:200]!r}") for key, entry in data.items())
-    yield from take_pages(entries, path=path, counts=counts, limit=limit, skip=skip)
+iter_pages = page_source(entries, """Pages of the summaries file, in file order (the PageSource contract).
+
+The file is 6.5 MB: it is read whole (one JSON object has no line
+structure to stream by).
+
+Args:
+    path: the summaries JSON (:func:`vital_summaries_path`).
+    counts: incremented: ``pages_read``, ``skipped_empty``,
+        ``skipped_malformed``; nothing for the ``skip`` pages passed over.
+    workers: accepted for the common interface (decoding takes 0.1 s).
+    limit: stop after this many yielded pages.
+    skip: yieldable pages to pass over first (resume).
+Raises:
+    InputError: no such file.
+    DataError: not UTF-8, invalid JSON, or not an object.
+""")

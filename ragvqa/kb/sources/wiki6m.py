@@ -10,13 +10,12 @@ protocol cuts it into 100-word chunks) and its image becomes the page image.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ragvqa.kb.sources.base import iter_jsonl_pages
+from ragvqa.kb.sources.base import Entry, jsonl_entries, page_source
 from ragvqa.types import ImageRef, Page, Section
 
 
@@ -61,37 +60,30 @@ def record_to_page(record: Any) -> Page | None:
     return Page(page_id=page_id, title=title, url=wikipedia_url(title), sections=[section], page_image=image)
 
 
-def iter_pages(
-    path: Path,
-    *,
-    counts: collections.Counter,
-    workers: int = 1,
-    limit: int | None = None,
-    skip: int = 0,
-) -> Iterator[Page]:
-    """Pages of a Wiki6M JSONL(.gz) file, in line order (see CONTRACTS.md).
+def entries(path: Path) -> Iterator[Entry]:
+    """The parsed lines of a Wiki6M JSONL(.gz) file (:func:`ragvqa.kb.sources.base.jsonl_entries`)."""
+    return jsonl_entries(path, record_to_page, invalid="invalid Wiki6M JSON line",
+                         expected="wikipedia_title and wikipedia_content")
 
-    Args:
-        path: a ``.jsonl`` or ``.jsonl.gz`` file.
-        counts: incremented: ``pages_read``, ``skipped_empty``,
-            ``skipped_malformed`` (an invalid line: logged with its number and
-            skipped). Nothing up to and including the last page passed
-            over by ``skip`` is counted (the run that yielded those pages
-            counted them), as in the MediaWiki reader.
-        workers: accepted for the common interface; lines are decoded in
-            order in this process (json decoding runs at well over the speed
-            that splitting and writing documents can absorb).
-        limit: stop after this many yielded pages.
-        skip: yieldable pages to pass over first (resume).
 
-    Raises:
-        DataError: the file is cut short or corrupt (a truncated or bad
-            ``.gz``), not UTF-8, or not JSONL at all (its first record line,
-            or 20 lines in a row, invalid); the message names the line and
-            the byte offset (of the uncompressed stream for ``.gz``).
-    """
-    del workers
-    yield from iter_jsonl_pages(
-        path, record_to_page, counts=counts, limit=limit, skip=skip, invalid="invalid Wiki6M JSON line",
-        expected="wikipedia_title and wikipedia_content",
-    )
+iter_pages = page_source(entries, """Pages of a Wiki6M JSONL(.gz) file, in line order (see CONTRACTS.md).
+
+Args:
+    path: a ``.jsonl`` or ``.jsonl.gz`` file.
+    counts: incremented: ``pages_read``, ``skipped_empty``,
+        ``skipped_malformed`` (an invalid line: logged with its number and
+        skipped). Nothing up to and including the last page passed
+        over by ``skip`` is counted (the run that yielded those pages
+        counted them), as in the MediaWiki reader.
+    workers: accepted for the common interface; lines are decoded in
+        order in this process (json decoding runs at well over the speed
+        that splitting and writing documents can absorb).
+    limit: stop after this many yielded pages.
+    skip: yieldable pages to pass over first (resume).
+
+Raises:
+    DataError: the file is cut short or corrupt (a truncated or bad
+        ``.gz``), not UTF-8, or not JSONL at all (its first record line,
+        or 20 lines in a row, invalid); the message names the line and
+        the byte offset (of the uncompressed stream for ``.gz``).
+""")
