@@ -24,7 +24,8 @@ Files written by :meth:`LateInteractionIndex.save` (a directory)::
     tokens.npy        float16 (N, T, D) document tokens
     doc_ids.npy       int64 (N,) doc id of each row
     tokens.faiss      the token-level index (token t of row r has id r * T + t)
-    params.json       factory, nprobe, token_k, shapes, retriever fingerprint
+    params.json       factory, nprobe, token_k, shapes, retriever fingerprint,
+                      size and sha256 of each data file (checked by load)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.index.faiss_lib import faiss_module
+from ragvqa.kb.files import sha256_file
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -52,6 +54,7 @@ TOKENS_FILE = "tokens.npy"
 DOC_IDS_FILE = "doc_ids.npy"
 TOKEN_INDEX_FILE = "tokens.faiss"
 PARAMS_FILE = "params.json"
+_DATA_FILES = (("tokens", TOKENS_FILE), ("doc_ids", DOC_IDS_FILE), ("token_index", TOKEN_INDEX_FILE))
 # Below this many document tokens an exact (Flat) token index is cheap enough.
 FLAT_TOKEN_LIMIT = 200_000
 
@@ -243,22 +246,37 @@ class LateInteractionIndex:
         np.save(directory / TOKENS_FILE, self.tokens)
         np.save(directory / DOC_IDS_FILE, self.doc_ids)
         faiss.write_index(self.token_index, str(directory / TOKEN_INDEX_FILE))
-        params = {
+        params: dict[str, Any] = {
             "factory": self.factory, "nprobe": self.nprobe, "token_k": self.token_k, "dim": self.dim,
             "documents": int(self.tokens.shape[0]), "tokens_per_document": int(self.tokens.shape[1]),
             "retriever": self.retriever, "faiss": faiss.__version__,
         }
+        for key, name in _DATA_FILES:  # sizes and digests: load(verify=True) detects a damaged file
+            params[f"{key}_bytes"] = (directory / name).stat().st_size
+            params[f"{key}_sha256"] = sha256_file(directory / name)
         (directory / PARAMS_FILE).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> LateInteractionIndex:
-        """Read an index written by :meth:`save`; the token array is memory-mapped."""
+    def load(cls, directory: str | Path, *, verify: bool = True) -> LateInteractionIndex:
+        """Read an index written by :meth:`save`; the token array is memory-mapped.
+
+        ``verify``: check each data file's size and sha256 against ``params.json``
+        (reads every byte once, about 0.6 s per GB; files saved without digests
+        are not checked).
+        """
         import numpy as np
+
+        from ragvqa.index.shards import verify_file
 
         directory = Path(directory)
         try:
             params = json.loads((directory / PARAMS_FILE).read_text())
+            for key, name in _DATA_FILES if verify else ():
+                problem = verify_file(directory / name, params, key)
+                if problem is not None:
+                    raise KnowledgeBaseError(f"late-interaction index file {directory / name} is damaged ({problem})",
+                                             hint="build it again (rerun the ragvqa embed command)")
             tokens = np.load(directory / TOKENS_FILE, mmap_mode="r")
             doc_ids = np.load(directory / DOC_IDS_FILE)
             token_index = faiss_module().read_index(str(directory / TOKEN_INDEX_FILE))

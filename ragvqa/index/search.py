@@ -93,7 +93,7 @@ class KBSearcher:
         if self.dir.tokens_per_document() > 1:
             from ragvqa.index.late_interaction import LateInteractionIndex
 
-            self.index = self.late = LateInteractionIndex.load(self.dir.late_index_dir)
+            self.index = self.late = LateInteractionIndex.load(self.dir.late_index_dir, verify=verify)
             if nprobe is not None:
                 self.late.nprobe = int(nprobe)
                 self.late._apply_nprobe()

@@ -157,3 +157,19 @@ def test_rerun_resumes_and_a_lost_late_index_is_named(late_kb):
             KBDir(kb_dir).require_indexed()
     finally:
         moved.rename(kb.late_index_params_path)
+
+
+def test_a_damaged_late_index_file_is_refused_on_open(late_kb, retriever, tmp_path):
+    from ragvqa.errors import KnowledgeBaseError
+    from ragvqa.index.search import KBSearcher
+    from ragvqa.kb.layout import KBDir
+
+    kb_dir = tmp_path / "kb"
+    shutil.copytree(late_kb[0], kb_dir)
+    tokens = KBDir(kb_dir).late_index_dir / "tokens.npy"
+    data = bytearray(tokens.read_bytes())
+    data[-1] ^= 0xFF  # one bit pattern changed in the last token value: same size, other digest
+    tokens.write_bytes(bytes(data))
+    with pytest.raises(KnowledgeBaseError, match=r"tokens.npy is damaged \(its sha256 differs"):
+        KBSearcher(kb_dir, retriever)
+    assert KBSearcher(kb_dir, retriever, verify=False).late.ntotal == 6  # the opt-out opens it
