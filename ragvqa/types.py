@@ -23,7 +23,8 @@ class ImageRef:
         caption: the caption or reference description, plain text ("" if none).
         kind: where it was found: ``"file_link"`` ([[File:...]]),
             ``"infobox"`` (an image parameter), ``"gallery"``, ``"url"``
-            (a source that lists URLs: E-VQA KB, Wiki6M).
+            (a source that lists URLs: E-VQA KB, Wiki6M) or ``"path"`` (a
+            path relative to the dataset's image folder: ReT-M2KR).
     """
 
     ref: str
