@@ -127,8 +127,15 @@ def test_a_killed_run_resumes_to_the_same_result(toy, tmp_path):
     # dropout on, accumulation, a data-loader worker: everything that could drift on resume
     extra = ["--steps", "24", "--batch-size", "8", "--grad-accum", "2", "--checkpoint-every", "4",
              "--eval-every", "8", "--log-every", "1", "--num-workers", "1"]
+    # Every run in a fresh process: the comparison must not depend on state other tests left in
+    # this one (an in-process run after the whole suite drifted from a fresh one).
+    def train(out: Path) -> None:
+        cmd = [sys.executable, "-m", "ragvqa", *_m2kr_args(toy, out, toy["ckpt_dropout"], *extra)]
+        done = subprocess.run(cmd, cwd=REPO, env=_subprocess_env(), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+
     whole = tmp_path / "whole"
-    assert main(_m2kr_args(toy, whole, toy["ckpt_dropout"], *extra)) == 0
+    train(whole)
 
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "ragvqa", *_m2kr_args(toy, killed, toy["ckpt_dropout"], *extra)]
@@ -148,7 +155,7 @@ def test_a_killed_run_resumes_to_the_same_result(toy, tmp_path):
     assert not (killed / "summary.json").exists()  # it really stopped part-way
     assert (killed / "checkpoints" / "step-00000008").is_dir()
 
-    assert main(_m2kr_args(toy, killed, toy["ckpt_dropout"], *extra)) == 0
+    train(killed)  # the rerun resumes from step 8
     assert _sha(killed / "model.safetensors") == _sha(whole / "model.safetensors")
     a, b = read_metrics(whole / "metrics.jsonl"), read_metrics(killed / "metrics.jsonl")
     drop = ("steps_per_s", "cpu_s_per_step", "elapsed_s")
@@ -156,7 +163,7 @@ def test_a_killed_run_resumes_to_the_same_result(toy, tmp_path):
            [{k: v for k, v in r.items() if k not in drop} for r in b]
     assert [r["step"] for r in b if r["type"] == "train"] == list(range(1, 25))
     # a third run finds the work done
-    assert main(_m2kr_args(toy, killed, toy["ckpt_dropout"], *extra)) == 0
+    train(killed)
 
 
 def test_two_processes_match_one_with_the_same_global_batch(toy, tmp_path):
