@@ -114,3 +114,10 @@ def test_errors_become_one_line_page_messages(caplog):
         bug = _as_gradio_error(ZeroDivisionError("secret internals"))
     assert bug.message == "internal error (ZeroDivisionError); the server log has the details"
     assert "secret internals" in caplog.text  # the traceback goes to the log, not the page
+
+
+@pytest.mark.parametrize("question", ["caf\udce9?", b"caf\xe9?", ["a", "list"]])
+def test_a_question_that_is_not_utf8_text_is_one_line(demo_pipeline, bad_files, question):
+    """What a client can send through the API: lone surrogates (JSON "\\udce9"), raw bytes, a list."""
+    with pytest.raises(InputError, match="the question (is not valid UTF-8|must be text)"):
+        DemoHandler(demo_pipeline).answer(str(bad_files["good"]), question)
