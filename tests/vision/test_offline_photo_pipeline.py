@@ -42,11 +42,9 @@ def visual_kb(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def offline_with_photo(visual_kb):
-    from ragvqa.config import get_profile
     from ragvqa.pipeline import build_pipeline
 
-    profile = get_profile("offline").with_overrides(retriever="visual:minilm", uses_image=True)
-    pipeline = build_pipeline(visual_kb, profile)
+    pipeline = build_pipeline(visual_kb, "offline-photo")
     yield pipeline
     pipeline.close()
 
@@ -55,7 +53,8 @@ def test_the_photo_picks_the_page_and_reaches_the_prompt(offline_with_photo):
     chelsea = package_file("skimage", "data", "chelsea.png")
     question = "What kind of diet does this animal require?"
     answer = offline_with_photo.answer(chelsea, question)
-    assert answer.used_image
+    assert answer.used_image and answer.profile == "offline-photo"
+    assert answer.photo is not None and answer.photo["confident"] and answer.photo["terms"][0][0] == "cat"
     assert answer.hits[0].document.page_title == "Cat"
     assert "\nPhoto: The photo appears to show: cat" in answer.prompt
     assert any(n.startswith("The photo was used (classifier: cat") for n in answer.notices)
