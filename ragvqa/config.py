@@ -98,6 +98,16 @@ class Profile:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+# Gemma 3 270M from PyPI, greedy, on the CPU: the generator of both offline profiles.
+OFFLINE_GENERATOR = GeneratorConfig(
+    backend="gemma-offline",
+    model="gemma3-270m",
+    family="gemma_text",
+    num_beams=1,
+    max_new_tokens=20,
+    device="cpu",
+)
+
 PROFILES: dict[str, Profile] = {
     "paper": Profile(
         name="paper",
@@ -130,14 +140,7 @@ PROFILES: dict[str, Profile] = {
     "offline": Profile(
         name="offline",
         retriever="text:minilm",
-        generator=GeneratorConfig(
-            backend="gemma-offline",
-            model="gemma3-270m",
-            family="gemma_text",
-            num_beams=1,
-            max_new_tokens=20,
-            device="cpu",
-        ),
+        generator=OFFLINE_GENERATOR,
         k=3,
         # MiniLM was trained on plain sentence pairs: the M2KR instruction in
         # front of every question lowers the right document's score.
@@ -152,14 +155,7 @@ PROFILES: dict[str, Profile] = {
     "offline-photo": Profile(
         name="offline-photo",
         retriever="visual:minilm",
-        generator=GeneratorConfig(
-            backend="gemma-offline",
-            model="gemma3-270m",
-            family="gemma_text",
-            num_beams=1,
-            max_new_tokens=20,
-            device="cpu",
-        ),
+        generator=OFFLINE_GENERATOR,
         k=3,
         instruction=None,  # the query text is still MiniLM's (see "offline")
         uses_image=True,
