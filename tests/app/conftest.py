@@ -3,6 +3,8 @@
 - ``demo_kb``: the generation tests' small real KB (pages of the gensim
   Wikipedia sample with the bundled photos, embedded with ``text:minilm``,
   Faiss index), shared with them when both run in one session;
+- ``photo_kb``: the same pages plus the vital "Cat" page, embedded with
+  ``visual:minilm`` for the default offline profile (the served demo);
 - ``oracle``: an OpenAI-compatible fake of ``vllm serve`` on 127.0.0.1
   (``tests/app/oracle_server.py``) that answers from the context it is given;
 - ``demo_pipeline``: the real pipeline (MiniLM retriever, KB searcher, the
@@ -31,6 +33,14 @@ def demo_kb(tmp_path_factory) -> Path:
     from tests.generation.kb_fixture import build_gen_kb
 
     return build_gen_kb(tmp_path_factory.getbasetemp() / "gen-kb")
+
+
+@pytest.fixture(scope="session")
+def photo_kb(tmp_path_factory) -> Path:
+    """The same pages plus the vital "Cat" page, embedded with visual:minilm (the default offline profile)."""
+    from tests.generation.kb_fixture import build_photo_kb
+
+    return build_photo_kb(tmp_path_factory.getbasetemp() / "photo-kb")
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ragvqa.kb.sample import SAMPLE_QUESTIONS
+from ragvqa.kb.sample import PHOTO_QUESTIONS, SAMPLE_QUESTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -28,6 +28,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 ASTRONAUT = SAMPLE_QUESTIONS[0]
+CAT = PHOTO_QUESTIONS[0]  # a photo on no page of the KB: the classifier's words find the page
 
 
 def _free_port() -> int:
@@ -56,14 +57,14 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(demo_kb):
-    """``ragvqa demo --kb KB`` (offline profile) running on a free port."""
+def served(photo_kb):
+    """``ragvqa demo --kb KB`` (the default offline profile, visual:minilm) running on a free port."""
     import httpx
 
     port = _free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ragvqa", "demo", "--kb", str(demo_kb), "--port", str(port)],
+        [sys.executable, "-m", "ragvqa", "demo", "--kb", str(photo_kb), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     server = Served(proc, f"http://127.0.0.1:{port}/")
@@ -81,14 +82,18 @@ def served(demo_kb):
     server.stop()
 
 
-def test_page_is_served_offline(served, demo_kb):
+def test_page_is_served_offline(served, photo_kb):
     import httpx
 
     config = httpx.get(served.url + "config", timeout=10).text
-    assert "Profile <b>offline</b>" in config and "The photo was NOT used" in config
+    # The default profile looks at the photo: the header says what it can see, not "NOT used".
+    assert "Profile <b>offline</b>" in config and "The photo was NOT used" not in config
+    assert "sees objects and printed text, not scenes or faces" in config
     # the KB is named in the header by its folder name; the server's file system is not shown
-    assert f"knowledge base <code>{demo_kb.name}</code>" in config and str(demo_kb) not in config
-    assert SAMPLE_QUESTIONS[1].question in config and "astronaut.png" in config  # the bundled examples
+    assert f"knowledge base <code>{photo_kb.name}</code>" in config and str(photo_kb) not in config
+    # the bundled examples, the query photo's among them
+    assert SAMPLE_QUESTIONS[1].question in config and "astronaut.png" in config
+    assert CAT.question in config and "chelsea.png" in config
 
 
 @pytest.fixture()
@@ -116,13 +121,12 @@ def page(tmp_path):
 
 
 @pytest.mark.browser
-def test_browser_upload_ask_see_answer_and_evidence_then_a_bad_upload(served, page, demo_kb, bad_files, artifacts_dir):
+def test_browser_upload_ask_see_answer_and_evidence_then_a_bad_upload(served, page, photo_kb, bad_files, artifacts_dir):
     page.goto(served.url, wait_until="networkidle")
     assert page.title() == "ragvqa: ask about a photo"
-    # The offline profile says up front that it ignores the photo.
-    assert "The photo was NOT used" in page.locator("#rv-banner").inner_text()
+    assert "The photo was NOT used" not in page.locator("#rv-banner").inner_text()
 
-    page.locator("#rv-photo input[type=file]").set_input_files(str(demo_kb / "images" / ASTRONAUT.image))
+    page.locator("#rv-photo input[type=file]").set_input_files(str(photo_kb / "images" / ASTRONAUT.image))
     page.locator("#rv-photo img").first.wait_for(state="visible")
     page.locator("#rv-question textarea").fill(ASTRONAUT.question)
     page.locator("#rv-ask").click()
@@ -142,7 +146,10 @@ def test_browser_upload_ask_see_answer_and_evidence_then_a_bad_upload(served, pa
     href = page.locator("#rv-evidence .rv-hit a").first.get_attribute("href")
     assert href.startswith("https://en.wikipedia.org/wiki/")
     info = page.locator("#rv-info").inner_text()
-    assert "The photo was NOT used" in info and "generation" in info and "Profile offline" in info
+    # The classifier knows no astronaut (nothing confident): the note says the question did the
+    # work, helped by photo-to-photo similarity (the portrait is the Astronaut page's photo).
+    assert "The photo gave nothing confident" in info and "photo-to-photo similarity" in info
+    assert "generation" in info and "Profile offline" in info
     # The highlight follows whatever the model answered (right or wrong): every mark is a word of
     # the answer, and an answer that appears in the evidence text is marked there.
     marks = [m.lower() for m in page.locator("#rv-evidence mark").all_inner_texts()]
@@ -165,13 +172,16 @@ def test_browser_upload_ask_see_answer_and_evidence_then_a_bad_upload(served, pa
     assert "Traceback" not in page.locator("body").inner_text()
     assert page.locator("#rv-evidence .rv-hit").count() == 0
 
-    # A bundled example fills in the photo and the question.
-    moon = SAMPLE_QUESTIONS[1]
-    page.get_by_text(moon.question).first.click()
+    # A bundled example fills in the photo and the question: the cat, whose photo is on no page.
+    page.get_by_text(CAT.question).first.click()
     page.wait_for_function(
-        "(q) => document.querySelector('#rv-question textarea').value === q", arg=moon.question
+        "(q) => document.querySelector('#rv-question textarea').value === q", arg=CAT.question
     )
     assert page.locator("#rv-photo img").count() >= 1
+    page.locator("#rv-ask").click()
+    page.get_by_text("The photo was used (classifier: cat").first.wait_for(state="visible")
+    assert "Cat" in page.locator("#rv-evidence .rv-hit").first.inner_text()
+    page.screenshot(path=str(artifacts_dir / "demo-photo.png"), full_page=True)
 
 
 def test_ctrl_c_stops_the_server(served):

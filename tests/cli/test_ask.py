@@ -8,8 +8,9 @@ import socket
 import pytest
 
 from ragvqa.cli import main
+from ragvqa.kb.sample import PHOTO_QUESTIONS
 from tests.generation.fake_openai_server import FakeOpenAIServer
-from tests.generation.kb_fixture import gen_kb, sample_photo  # noqa: F401
+from tests.generation.kb_fixture import gen_kb, photo_kb, sample_photo  # noqa: F401
 
 MOON_Q = "What was the name of the lunar module that first landed people on this surface?"
 
@@ -107,16 +108,42 @@ def test_paper_profile_against_a_server_json(capsys, gen_kb):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_offline_ask_on_the_sample_pages(capsys, gen_kb):  # noqa: F811
-    """The README's main job on a small real KB: text output, then --json with k = 0."""
+def test_offline_ask_on_the_sample_pages(capsys, photo_kb):  # noqa: F811
+    """The README's main job on a small real KB: a photo given to no page, a question only the
+    photo makes answerable; the classifier's words find the page and the note says so."""
+    cat = PHOTO_QUESTIONS[0]
+    image = str(sample_photo(photo_kb, cat.image))
+    assert main(["ask", "--kb", str(photo_kb), "--image", image, cat.question]) == 0  # default profile: offline
+    out = capsys.readouterr().out
+    assert out.startswith("Answer: ") and "Note: The photo was used (classifier: cat" in out
+    assert "1. [" in out and "Cat" in out.split("1. [", 1)[1].split("\n", 1)[0] and "Time: load" in out
+    assert cat.answer in out.split("\n", 1)[0], out  # Gemma 3 270M reads it off the Cat page
+
+    assert main(["ask", "--kb", str(photo_kb), "--image", image, cat.question, "--k", "0", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["k"] == 0 and data["hits"] == [] and data["profile"] == "offline"
+    assert set(data["timings"]) >= {"load", "generate", "total"}
+
+
+@pytest.mark.slow
+def test_text_only_offline_profile_says_it_ignores_the_photo(capsys, gen_kb):  # noqa: F811
     image = str(sample_photo(gen_kb, "Skimage_moon.png"))
-    assert main(["ask", "--kb", str(gen_kb), "--image", image, MOON_Q, "--profile", "offline"]) == 0
+    assert main(["ask", "--kb", str(gen_kb), "--image", image, MOON_Q, "--profile", "offline-text"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Answer: ") and "Note: The photo was NOT used" in out
-    assert "1. [" in out and "Apollo 11" in out and "Time: load" in out
+    assert "1. [" in out and "Apollo 11" in out
 
-    assert main(["ask", "--kb", str(gen_kb), "--image", image, MOON_Q, "--k", "0", "--json"]) == 0
+    assert main(["ask", "--kb", str(gen_kb), "--image", image, MOON_Q, "--profile", "offline-text",
+                 "--k", "0", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["k"] == 0 and data["hits"] == [] and data["used_image"] is False
-    assert data["profile"] == "offline" and data["answer"] and "NOT used" in data["notices"][0]
+    assert data["profile"] == "offline-text" and data["answer"] and "NOT used" in data["notices"][0]
     assert set(data["timings"]) == {"load", "generate", "total"}
+
+
+@pytest.mark.slow
+def test_the_default_profile_on_a_text_kb_names_the_profile_to_use(capsys, gen_kb):  # noqa: F811
+    """A KB embedded with text:minilm (an older sample) and the photo profile: refused before loading."""
+    image = str(sample_photo(gen_kb, "Skimage_moon.png"))
+    err = run_error(capsys, ["--kb", str(gen_kb), "--image", image, MOON_Q])
+    assert "embedded with text:minilm" in err and "--profile offline-text" in err

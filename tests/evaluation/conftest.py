@@ -100,10 +100,10 @@ def eval_kb(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def offline_pipeline(eval_kb):
-    """The offline profile (MiniLM + Gemma 3 270M) over the evaluation KB, loaded once."""
+    """The text-only offline profile (offline-text: MiniLM + Gemma 3 270M) over the evaluation KB, loaded once."""
     from ragvqa.pipeline import build_pipeline
 
-    return build_pipeline(eval_kb, "offline")
+    return build_pipeline(eval_kb, "offline-text")
 
 
 def _jpeg(src: Path, dst: Path) -> None:

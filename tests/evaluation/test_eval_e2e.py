@@ -58,7 +58,7 @@ def test_evqa_eval_is_interrupted_resumed_and_scored(
         images=evqa_fixture["images"],
         kb=eval_kb,
         out=run,
-        profile="offline",
+        profile="offline-text",
         batch_size=2,
     )
     first = CountingPipeline(offline_pipeline, interrupt_on_generate=2)
@@ -154,7 +154,7 @@ def test_infoseek_eval_and_official_scores(
         images=infoseek_fixture["images"],
         kb=eval_kb,
         out=run,
-        profile="offline",
+        profile="offline-text",
         batch_size=4,
         k=1,
     )
@@ -312,7 +312,7 @@ def test_a_k0_run_gives_the_generator_no_document(offline_pipeline, infoseek_fix
         images=infoseek_fixture["images"],
         kb=eval_kb,
         out=run,
-        profile="offline",
+        profile="offline-text",
         batch_size=2,
         k=0,
         limit=2,

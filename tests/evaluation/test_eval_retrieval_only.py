@@ -104,7 +104,7 @@ def test_a_kb_without_the_profiles_retriever_is_a_one_line_error(
         [
             "eval", "--dataset", "evqa", "--questions", str(evqa_fixture["questions"]),
             "--images", str(evqa_fixture["images"]), "--kb", str(ret2_kb), "--out", str(tmp_path / "r"),
-            "--profile", "offline", "--retrieval-only", "--no-progress",
+            "--profile", "offline-text", "--retrieval-only", "--no-progress",
         ]
     )
     assert code == 2

@@ -119,7 +119,7 @@ def test_eval_jsonl_end_to_end_resumes_and_reports_gold_recall(offline_pipeline,
     ]
     questions = _write(tmp_path / "mine.jsonl", rows)
     run = tmp_path / "run"
-    config = EvalConfig(dataset="jsonl", questions=questions, images=tmp_path, kb=eval_kb, out=run, profile="offline", batch_size=2)
+    config = EvalConfig(dataset="jsonl", questions=questions, images=tmp_path, kb=eval_kb, out=run, profile="offline-text", batch_size=2)
     with pytest.raises(KeyboardInterrupt):
         run_eval(config, pipeline=CountingPipeline(offline_pipeline, interrupt_on_generate=2), progress=False)
     second = CountingPipeline(offline_pipeline)

@@ -4,7 +4,12 @@ Pages cut from the gensim Wikipedia sample dump (the three pages the sample
 photos show, plus neighbours that compete in retrieval), built with the KB
 builder, embedded with ``text:minilm`` and indexed with Faiss: every stage is
 the real code the README's ``ragvqa build-kb --sample`` runs, on fewer pages.
-The offline pipeline over it (MiniLM + Gemma 3 270M) is also built once.
+The text-only offline pipeline over it (``offline-text``: MiniLM + Gemma 3
+270M) is also built once.
+
+``photo_kb`` is the same pages plus the vital-article "Cat" lead section,
+embedded with ``visual:minilm``: the default ``offline`` profile's retriever
+(MiniLM plus the photo's classifier words, OCR text and photo similarity).
 """
 
 from __future__ import annotations
@@ -53,13 +58,45 @@ def build_gen_kb(root: Path) -> Path:
     return kb
 
 
-def offline_pipeline_for(kb: Path):
-    """The offline pipeline over ``kb``, loaded once per session."""
-    if "offline" not in _cache:
+def build_photo_kb(root: Path) -> Path:
+    """Build (once per session) the ``visual:minilm`` KB under ``root``: the
+    dump pages of :func:`build_gen_kb` plus the vital "Cat" page (the answer
+    to the query photo's question in :data:`ragvqa.kb.sample.PHOTO_QUESTIONS`)."""
+    if "photo_kb" in _cache:
+        return _cache["photo_kb"]
+    import json
+
+    from ragvqa.index.embed import embed_and_index
+    from ragvqa.kb.build import build_kb
+    from ragvqa.kb.sample import DUMP_SOURCE, sample_page_images, write_sample_images
+    from ragvqa.kb.sources.vital import VITAL_SOURCE, vital_summaries_path
+
+    root.mkdir(parents=True, exist_ok=True)
+    dump = write_dump_subset(root / "enwiki-sample-subset.xml")
+    vital = json.loads(vital_summaries_path().read_text(encoding="utf-8"))
+    cats = root / "vital-subset.json"
+    cats.write_text(json.dumps({t: vital[t] for t in VITAL_PAGES}), encoding="utf-8")
+    kb = root / "kb"
+    write_sample_images(kb / "images")
+    build_kb([(dump, "mediawiki"), (cats, "vital-json")], kb, images=kb / "images",
+             page_images=sample_page_images(), provenance=[DUMP_SOURCE, VITAL_SOURCE], progress=False)
+    embed_and_index(kb, "visual:minilm", progress=False)
+    _cache["photo_kb"] = kb
+    return kb
+
+
+#: Vital-article pages added to ``photo_kb`` (the query photo's page and a neighbour).
+VITAL_PAGES = ("Cat", "Dog")
+
+
+def offline_pipeline_for(kb: Path, profile: str = "offline-text"):
+    """The ``profile`` pipeline over ``kb``, loaded once per session."""
+    key = f"pipeline:{profile}:{kb}"
+    if key not in _cache:
         from ragvqa.pipeline import build_pipeline
 
-        _cache["offline"] = build_pipeline(kb, "offline")
-    return _cache["offline"]
+        _cache[key] = build_pipeline(kb, profile)
+    return _cache[key]
 
 
 def sample_photo(kb: Path, name: str) -> Path:
@@ -75,3 +112,14 @@ def gen_kb(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def offline_pipeline(gen_kb):
     return offline_pipeline_for(gen_kb)
+
+
+@pytest.fixture(scope="session")
+def photo_kb(tmp_path_factory) -> Path:
+    return build_photo_kb(tmp_path_factory.getbasetemp() / "photo-kb")
+
+
+@pytest.fixture(scope="session")
+def photo_pipeline(photo_kb):
+    """The default offline profile (visual:minilm + Gemma 3 270M) over ``photo_kb``."""
+    return offline_pipeline_for(photo_kb, "offline")

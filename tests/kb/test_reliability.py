@@ -245,7 +245,7 @@ def test_a_moved_sample_kb_still_finds_its_images(tmp_path, sample_kb):
     # Rerunning the build command against the moved copy finds it up to date.
     from ragvqa.kb.sample import build_sample_kb
 
-    assert build_sample_kb(moved, progress=False).action == "up_to_date"
+    assert build_sample_kb(moved, vital=False, progress=False).action == "up_to_date"
 
 
 def test_an_outside_images_root_can_be_repointed(tmp_path):

@@ -44,7 +44,7 @@ def visual_kb(tmp_path_factory):
 def offline_with_photo(visual_kb):
     from ragvqa.pipeline import build_pipeline
 
-    pipeline = build_pipeline(visual_kb, "offline-photo")
+    pipeline = build_pipeline(visual_kb, "offline")
     yield pipeline
     pipeline.close()
 
@@ -53,7 +53,7 @@ def test_the_photo_picks_the_page_and_reaches_the_prompt(offline_with_photo):
     chelsea = package_file("skimage", "data", "chelsea.png")
     question = "What kind of diet does this animal require?"
     answer = offline_with_photo.answer(chelsea, question)
-    assert answer.used_image and answer.profile == "offline-photo"
+    assert answer.used_image and answer.profile == "offline"
     assert answer.photo is not None and answer.photo["confident"] and answer.photo["terms"][0][0] == "cat"
     assert answer.hits[0].document.page_title == "Cat"
     assert "\nPhoto: The photo appears to show: cat" in answer.prompt
@@ -80,3 +80,6 @@ def test_a_text_kb_refuses_the_visual_retriever(visual_kb, tmp_path):
 
     with pytest.raises(KnowledgeBaseError, match="visual:minilm"):
         build_pipeline(visual_kb, "offline", retriever_spec="text:minilm", with_generator=False)
+    # the text-only profile names the one to use, before any model loads
+    with pytest.raises(KnowledgeBaseError, match="use --profile offline for this KB"):
+        build_pipeline(visual_kb, "offline-text", with_generator=False)

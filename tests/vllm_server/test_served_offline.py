@@ -222,7 +222,7 @@ def eval_command(inputs: dict[str, Path], out: Path, url: str | None) -> list[st
     command = [
         sys.executable, "-m", "ragvqa", "eval", "--dataset", "evqa",
         "--questions", str(inputs["questions"]), "--images", str(inputs["images"]), "--kb", str(inputs["kb"]),
-        "--profile", "offline", "--out", str(out), "--batch-size", "1", "--no-progress",
+        "--profile", "offline-text", "--out", str(out), "--batch-size", "1", "--no-progress",
     ]  # fmt: skip
     return command + (["--generator-url", url] if url else [])
 
@@ -236,7 +236,7 @@ def predictions(out: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def in_process_predictions(eval_inputs, tmp_path_factory) -> dict[str, str]:
-    """`ragvqa eval --profile offline` with the in-process generator: the oracle run."""
+    """`ragvqa eval --profile offline-text` with the in-process generator: the oracle run."""
     out = tmp_path_factory.mktemp("eval-in-process") / "run"
     done = subprocess.run(
         eval_command(eval_inputs, out, None), cwd=REPO, capture_output=True, text=True, timeout=1800
