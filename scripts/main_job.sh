@@ -15,6 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 KB=${RAGVQA_SAMPLE_KB:-data/kb/sample}
+# The one-time conversion of Gemma's GGUF (about a minute, mostly one core) runs
+# beside the KB build instead of after it; a second converter waits on its lock.
+.venv/bin/python -c "from ragvqa.generation.offline_gemma import ensure_converted; ensure_converted()" &
+convert=$!
+trap 'kill "$convert" 2>/dev/null || true' EXIT  # a failed build stops it too (it resumes next time)
 .venv/bin/ragvqa build-kb --sample --out "$KB" --retriever visual:minilm
+# A failed conversion is not fatal here: `ask` converts again and reports why it cannot.
+wait "$convert" || echo "note: converting Gemma failed above; ask will try again" >&2
 .venv/bin/ragvqa ask --kb "$KB" --image "$KB/images/Skimage_chelsea.png" \
   "What kind of diet does this animal require?" --profile offline

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         result = build_kb(args.wiki, args.out, images=args.images, image_map=args.image_map, **common)
     print(format_summary(result))
     if spec is None:
-        print(f"next: embed it with: ragvqa embed {args.out} --retriever text:minilm")
+        print(f"next: embed it with: ragvqa embed {args.out} --retriever visual:minilm (the offline profile)")
         return 0
     from ragvqa.index.embed import embed_and_index
 

@@ -20,8 +20,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
         "--profile",
         default="offline",
         choices=sorted(PROFILES),
-        help="models and settings (default: offline = MiniLM + Gemma 3 270M from PyPI; "
-        "it does not look at the photo). paper = ReT-2 + Qwen2.5-VL on a vLLM server",
+        help="models and settings (default: offline = MiniLM + the photo's classifier words, OCR text and "
+        "photo similarity + Gemma 3 270M, all from PyPI; offline-text ignores the photo). "
+        "paper = ReT-2 + Qwen2.5-VL on a vLLM server",
     )
     p.add_argument("--retriever", help="retriever spec KIND:ARG overriding the profile's, e.g. ret2:PATH")
     p.add_argument("--generator-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (vllm serve)")

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.kb.is_dir():
         raise KnowledgeBaseError(
             f"knowledge base directory not found: {args.kb}",
-            hint="build one with: ragvqa build-kb --sample --out data/kb/sample --retriever text:minilm",
+            hint="build one with: ragvqa build-kb --sample --out data/kb/sample --retriever visual:minilm",
         )
     auth = _auth_from_env()
     _check_port_free(args.host, args.port)

@@ -297,7 +297,7 @@ class KBDir:
                 raise KnowledgeBaseError(
                     f"knowledge base directory not found: {self.root}",
                     hint=f"build one with: ragvqa build-kb --wiki PATH --out {self.root} "
-                    "(or ragvqa build-kb --sample --out data/kb/sample --retriever text:minilm)",
+                    "(or ragvqa build-kb --sample --out data/kb/sample --retriever visual:minilm)",
                 )
             if not self.manifest_path.is_file():
                 raise KnowledgeBaseError(

@@ -78,26 +78,27 @@ def resolve_retriever_spec(kb_dir: str | Path | KBDir, profile_spec: str, explic
         parse_spec(explicit)
         return explicit
     kind, _, arg = profile_spec.partition(":")
-    recorded = as_kb_dir(kb_dir).recorded_retriever_spec()
+    kb = as_kb_dir(kb_dir)
+    recorded = kb.recorded_retriever_spec()
     if arg:
         parse_spec(profile_spec)
         if recorded and recorded.partition(":")[0] != kind:
             # Another kind of retriever, caught before any model loads; the
             # fingerprint check after loading catches the same kind with other weights.
             raise KnowledgeBaseError(
-                f"{kb_dir} was embedded with {recorded}, but the profile uses {profile_spec}",
-                hint=_mismatch_hint(kb_dir, recorded, profile_spec),
+                f"{kb.root} was embedded with {recorded}, but the profile uses {profile_spec}",
+                hint=_mismatch_hint(kb, recorded, profile_spec),
             )
         return profile_spec
     if recorded and (not kind or recorded.partition(":")[0] == kind):
         return recorded
     if not recorded:
         raise KnowledgeBaseError(
-            f"the embeddings manifest of {kb_dir} does not say which retriever made it",
+            f"the embeddings manifest of {kb.root} does not say which retriever made it",
             hint="pass --retriever KIND:ARG (the one used with ragvqa embed)",
         )
     raise KnowledgeBaseError(
-        f"{kb_dir} was embedded with {recorded}, but the profile needs a {kind} retriever",
+        f"{kb.root} was embedded with {recorded}, but the profile needs a {kind} retriever",
         hint=f"pass --retriever {kind}:PATH_OR_HUB_ID and embed the KB with it, or use a profile for {recorded}",
     )
 

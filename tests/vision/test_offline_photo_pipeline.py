@@ -81,5 +81,6 @@ def test_a_text_kb_refuses_the_visual_retriever(visual_kb, tmp_path):
     with pytest.raises(KnowledgeBaseError, match="visual:minilm"):
         build_pipeline(visual_kb, "offline", retriever_spec="text:minilm", with_generator=False)
     # the text-only profile names the one to use, before any model loads
-    with pytest.raises(KnowledgeBaseError, match="use --profile offline for this KB"):
+    with pytest.raises(KnowledgeBaseError, match="embedded with visual:minilm, but the profile uses text:minilm") as refused:
         build_pipeline(visual_kb, "offline-text", with_generator=False)
+    assert str(visual_kb) in str(refused.value) and "use --profile offline for this KB" in refused.value.hint
