@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ragvqa.types import Answer, Hit
+from ragvqa.vision.evidence import PHOTO_USED
 
 log = logging.getLogger(__name__)
 
@@ -205,8 +206,16 @@ def timings_html(timings: Mapping[str, float]) -> str:
 
 
 def notices_html(notices: Sequence[str]) -> str:
-    """Warning boxes, one per notice (e.g. the offline profile's "photo not used")."""
-    return "".join(f'<div class="rv-notice" role="note">⚠ {esc(n)}</div>' for n in notices)
+    """One box per notice: a warning (e.g. the text-only profile's "photo not used",
+    or a photo that gave nothing confident), or information when it says what the
+    photo contributed."""
+    out = []
+    for n in notices:
+        if n.startswith(PHOTO_USED):
+            out.append(f'<div class="rv-notice rv-photo-used" role="note">📷 {esc(n)}</div>')
+        else:
+            out.append(f'<div class="rv-notice" role="note">⚠ {esc(n)}</div>')
+    return "".join(out)
 
 
 def info_html(answer: Answer, *, generator: str, retriever: str | None, k: int) -> str:
@@ -249,6 +258,7 @@ CSS = """
 .rv-snippet mark { background: #ffe066; padding: 0 2px; border-radius: 2px; }
 .rv-notice { background: #fff4e5; color: #663c00; border: 1px solid #ffb74d; border-radius: 6px;
              padding: 8px 10px; margin: 4px 0; }
+.rv-notice.rv-photo-used { background: #e8f4fd; color: #0b3d62; border-color: #64b5f6; }
 .rv-profile, .rv-timings { font-size: 0.9em; margin: 4px 0; }
 .rv-empty { color: #666; font-style: italic; }
 """

@@ -44,6 +44,9 @@ BLANK_STD = 2.0
 NOISE_CORRELATION = 0.35
 
 
+#: How a notice that the photo contributed begins (the demo shows it as information, not a warning).
+PHOTO_USED = "The photo was used"
+
 @dataclass(frozen=True)
 class VisionConfig:
     """How much of the photo to trust.
@@ -150,7 +153,7 @@ class PhotoEvidence:
             parts.append("classifier: " + ", ".join(f"{t} {c:.2f}" for t, c in self.confident_terms))
         if self.has_text:
             parts.append(f'text read: "{self.ocr_text}"')
-        return "The photo was used (" + "; ".join(parts) + ")."
+        return f"{PHOTO_USED} (" + "; ".join(parts) + ")."
 
     def as_json(self) -> dict[str, Any]:
         """JSON-able form (features left out)."""

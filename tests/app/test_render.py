@@ -91,3 +91,17 @@ def test_info_lists_notices_profile_and_timings():
     assert "<b>12 ms</b>" in out and "<b>1.50 s</b>" in out
     assert "top 3" in out and "text:minilm" in out
     assert "no retrieval" in render.info_html(ans, generator="g", retriever="text:minilm", k=0)
+
+
+def test_what_the_photo_gave_is_information_and_a_fallback_is_a_warning():
+    """The notice the vision layer writes for a confident photo is shown as information."""
+    from ragvqa.vision.evidence import PhotoEvidence
+
+    used = PhotoEvidence(labels=(("Egyptian cat", 0.6),), terms=(("cat", 0.86),), ocr_lines=(), features=None,
+                         seconds={}, confident=True)
+    blank = PhotoEvidence(labels=(), terms=(), ocr_lines=(), features=None, seconds={}, confident=False,
+                          notes=("the photo is blank",))
+    out = render.notices_html([used.summary(), blank.summary()])
+    first, second = out.split("</div>")[:2]
+    assert "rv-photo-used" in first and "The photo was used (classifier: cat 0.86)" in first and "⚠" not in first
+    assert "rv-photo-used" not in second and "⚠" in second and "nothing confident" in second
