@@ -17,11 +17,13 @@ from ragvqa.errors import KnowledgeBaseError
 from ragvqa.index.choice import (
     ADD_CHUNK_ROWS,
     HNSW_EF_SEARCH,
+    REFINE_K_FACTOR,
     RERANK_K_FACTOR,
     IndexChoice,
     choose_index,
     default_nprobe,
     is_pq,
+    is_refine,
     train_points_for,
 )
 from ragvqa.index.faiss_index import FaissIndex
@@ -35,6 +37,9 @@ if TYPE_CHECKING:
     from ragvqa.index.late_interaction import LateInteractionIndex
 
 logger = logging.getLogger(__name__)
+
+#: Checkpoints of an index build in progress (``KB_DIR/.index-build/``; see ragvqa.index.streamed).
+BUILD_WORK_DIR = ".index-build"
 
 
 def sample_rows(shards: list[np.ndarray], size: int, *, seed: int = 0) -> np.ndarray:
@@ -67,16 +72,20 @@ def build_from_arrays(
     nprobe: int | None = None,
     ef_search: int | None = None,
     rerank_k_factor: int | None = None,
+    refine_k_factor: int | None = None,
     seed: int = 0,
+    work_dir: Path | None = None,
+    checkpoint_rows: int | None = None,
 ) -> FaissIndex:
     """Build an index from (vectors (n, D) float16/float32, ids (n,)) pairs.
 
     Trains on a random sample (see :func:`train_points_for`), then adds the
     rows in chunks of ``ADD_CHUNK_ROWS`` so only one float32 chunk is in
-    memory besides the index. ``rerank_k_factor`` None = ``RERANK_K_FACTOR``
-    for PQ indexes, off otherwise (re-ranking reads the given shards).
+    memory besides the index. ``rerank_k_factor`` None = the choice's factor
+    (``RERANK_K_FACTOR`` for PQ indexes given by factory string), off otherwise
+    (re-ranking reads the given shards). ``work_dir`` (CPU builds): checkpoint
+    there and resume a killed build (:func:`ragvqa.index.streamed.train_and_add`).
     """
-    import numpy as np
 
     n = sum(v.shape[0] for v, _ in shards)
     if n == 0:
@@ -84,15 +93,49 @@ def build_from_arrays(
     dim = int(shards[0][0].shape[1])
     if factory:
         choice = IndexChoice(factory, nprobe=nprobe, ef_search=ef_search, reason="factory given",
-                             rerank_k_factor=RERANK_K_FACTOR if is_pq(factory) else 0)
+                             rerank_k_factor=RERANK_K_FACTOR if is_pq(factory) and not is_refine(factory) else 0,
+                             refine_k_factor=REFINE_K_FACTOR if is_refine(factory) else None)
     else:
         choice = choose_index(n, dim, memory_budget_bytes)
     logger.info("building %s over %d vectors of dim %d (%s)", choice.factory, n, dim, choice.reason)
     t0 = time.perf_counter()
-    index = FaissIndex.create(dim, choice.factory)
     gpu = bool(use_gpu or (use_gpu is None and num_gpus() > 0))
+    if work_dir is not None and not gpu:
+        from ragvqa.index.streamed import CHECKPOINT_ROWS, train_and_add
+
+        index = train_and_add(shards, choice.factory, work_dir, seed=seed,
+                              checkpoint_rows=checkpoint_rows or CHECKPOINT_ROWS)
+    else:
+        index = FaissIndex.create(dim, choice.factory)
+        _train_and_add_in_memory(index, shards, choice.factory, n, gpu=gpu, shard_gpus=shard_gpus, seed=seed)
+    index.params.update(
+        reason=choice.reason,
+        build_seconds=round(time.perf_counter() - t0, 3),
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    index.set_search_params(
+        nprobe=nprobe if nprobe is not None else choice.nprobe,
+        ef_search=ef_search if ef_search is not None else choice.ef_search,
+        refine_k_factor=refine_k_factor if refine_k_factor is not None else choice.refine_k_factor,
+    )
+    if index._is_ivf() and "nprobe" not in index.params:
+        index.set_search_params(nprobe=default_nprobe(index.nlist() or 1))
+    if index._is_hnsw() and "ef_search" not in index.params:
+        index.set_search_params(ef_search=HNSW_EF_SEARCH)
+    k_factor = choice.rerank_k_factor if rerank_k_factor is None else int(rerank_k_factor)
+    index.params["rerank_k_factor"] = k_factor
+    if k_factor > 1:
+        index.attach_rerank([v for v, _ in shards], k_factor)
+    return index
+
+
+def _train_and_add_in_memory(index: FaissIndex, shards: list[tuple[np.ndarray, np.ndarray]], factory: str, n: int, *,
+                             gpu: bool, shard_gpus: bool, seed: int) -> None:
+    """Train on a sample and add every shard, without checkpoints (GPU builds, small CPU builds)."""
+    import numpy as np
+
     if not index.is_trained:
-        sample = sample_rows([v for v, _ in shards], train_points_for(choice.factory, n), seed=seed)
+        sample = sample_rows([v for v, _ in shards], train_points_for(factory, n), seed=seed)
         if gpu:  # k-means on one GPU, then back to the CPU to be spread over all GPUs
             trainee, on_gpu = to_gpu(index.index, shard=False, single=True)
             trainee.train(np.ascontiguousarray(sample, dtype=np.float32))
@@ -107,24 +150,6 @@ def build_from_arrays(
         for lo in range(0, vectors.shape[0], ADD_CHUNK_ROWS):
             chunk = np.asarray(vectors[lo:lo + ADD_CHUNK_ROWS], dtype=np.float32)
             index.add(chunk, ids[lo:lo + ADD_CHUNK_ROWS])
-    index.params.update(
-        reason=choice.reason,
-        build_seconds=round(time.perf_counter() - t0, 3),
-        built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    )
-    index.set_search_params(
-        nprobe=nprobe if nprobe is not None else choice.nprobe,
-        ef_search=ef_search if ef_search is not None else choice.ef_search,
-    )
-    if index._is_ivf() and "nprobe" not in index.params:
-        index.set_search_params(nprobe=default_nprobe(index.nlist() or 1))
-    if index._is_hnsw() and "ef_search" not in index.params:
-        index.set_search_params(ef_search=HNSW_EF_SEARCH)
-    k_factor = choice.rerank_k_factor if rerank_k_factor is None else int(rerank_k_factor)
-    index.params["rerank_k_factor"] = k_factor
-    if k_factor > 1:
-        index.attach_rerank([v for v, _ in shards], k_factor)
-    return index
 
 
 def build_index(
@@ -137,6 +162,7 @@ def build_index(
     nprobe: int | None = None,
     ef_search: int | None = None,
     rerank_k_factor: int | None = None,
+    checkpoint_rows: int | None = None,
 ) -> FaissIndex | LateInteractionIndex:
     """Index a KB's embeddings and save the index to ``KB_DIR/index/``.
 
@@ -152,7 +178,10 @@ def build_index(
         shard_gpus: with several GPUs, shard the index across them.
         nprobe, ef_search: search parameters stored with the index.
         rerank_k_factor: exact re-ranking of k * factor candidates against the
-            float16 embeddings at search time; None = on for PQ indexes.
+            float16 embeddings at search time; None = what the choice says.
+        checkpoint_rows: CPU builds checkpoint in ``KB_DIR/.index-build/``
+            every this many rows (None: ``streamed.CHECKPOINT_ROWS``); a rerun
+            after a kill resumes there; the directory is removed once saved.
     Returns:
         the built index (also saved).
     Raises:
@@ -164,14 +193,22 @@ def build_index(
     if kb.tokens_per_document() > 1:
         return build_late_index(kb, factory=factory, nprobe=nprobe)
     shards = list(iter_embedding_shards(kb, verify=True))
-    index = build_from_arrays(
-        shards, factory=factory, memory_budget_bytes=memory_budget_bytes, use_gpu=use_gpu,
-        shard_gpus=shard_gpus, nprobe=nprobe, ef_search=ef_search, rerank_k_factor=rerank_k_factor,
-    )
+    work_dir = kb.root / BUILD_WORK_DIR
+    with kb.writing(rerun=kb.embed_command()):
+        index = build_from_arrays(
+            shards, factory=factory, memory_budget_bytes=memory_budget_bytes, use_gpu=use_gpu,
+            shard_gpus=shard_gpus, nprobe=nprobe, ef_search=ef_search, rerank_k_factor=rerank_k_factor,
+            work_dir=work_dir, checkpoint_rows=checkpoint_rows,
+        )
     index.params["retriever"] = manifest.get("retriever")
     index.params["embeddings_dtype"] = manifest.get("dtype")
+    if memory_budget_bytes is not None:
+        index.params["memory_budget_bytes"] = int(memory_budget_bytes)
     with kb.writing(rerun=kb.embed_command()):
         index.save(kb.index_dir)
+    from ragvqa.index.streamed import remove_work_dir
+
+    remove_work_dir(work_dir)
     kb.reload()  # the cached index parameters (if any) describe the old index
     logger.info("saved %s (%d vectors) to %s", index.factory, index.ntotal, kb.index_dir)
     return index
@@ -234,4 +271,4 @@ def index_summary(index: FaissIndex) -> dict[str, Any]:
             "factory": index.factory, "on_gpu": index.on_gpu}
 
 
-__all__ = ["build_from_arrays", "build_index", "build_late_index", "index_summary", "load_index", "sample_rows"]
+__all__ = ["BUILD_WORK_DIR", "build_from_arrays", "build_index", "build_late_index", "index_summary", "load_index", "sample_rows"]

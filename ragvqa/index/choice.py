@@ -55,6 +55,21 @@ IVF_ID_BYTES = 8
 #: Faiss fast-scan search implementation used for fewer than 2 * threads queries:
 #: threads share each query's probed lists (14 = heap, 15 = reservoir top-k).
 FASTSCAN_SPLIT_PROBES_IMPLEM = 15
+#: Refine design (collections whose float16 embeddings do not fit the memory
+#: budget, e.g. 15.9M docs = 24.4 GB): first-level 4-bit fast-scan residual codes
+#: of this many bytes, re-scored by a finer in-memory 8-bit PQ code of
+#: REFINE_CODE_BYTES (Faiss ``IndexRefine``), no disk reads on the hot path.
+REFINE_BASE_BYTES = 32
+REFINE_CODE_BYTES = 192
+#: Candidates the first-level codes return per wanted hit, re-scored by the refine code.
+REFINE_K_FACTOR = 32
+#: HNSW coarse quantizer neighbours for the refine design's many IVF lists
+#: (assigning 15.9M vectors to 8192 centroids by brute force is 200 TFLOP).
+COARSE_HNSW_M = 32
+#: Page cache assumed available for the float16 re-rank source when the caller
+#: gives no budget: 8 GiB (an ordinary 16-24 GB machine); beyond it the re-rank
+#: would read random rows from disk (bench/RESULTS-index.md, 15.9M section).
+DEFAULT_MEMORY_BUDGET = 8 * 1024**3
 #: Training sample cap; Faiss' k-means uses at most 256 points per centroid.
 MAX_TRAIN_POINTS = 256 * 1024
 #: Rows added per chunk while building (bounds the float32 copy: 64k x 768 x 4 = 200 MB).
@@ -77,6 +92,7 @@ class IndexChoice:
     ef_search: int | None = None
     reason: str = ""
     rerank_k_factor: int = 0
+    refine_k_factor: int | None = None
 
 
 def nlist_for(n: int) -> int:
@@ -114,9 +130,16 @@ def estimate_bytes(factory: str, n: int, dim: int) -> int:
     fixed = 0
     nlist = 0
     for part in f.split(","):
-        if part.startswith("IVF"):
+        if part.startswith("Refine(") and part.endswith(")"):
+            per_doc += _code_bytes(part[7:-1], dim)
+            fixed += 256 * dim * 4 if part[7:].startswith("PQ") else 0  # 8-bit PQ codebooks
+        elif part == "RFlat":
+            per_doc += 4 * dim
+        elif part.startswith("IVF"):
             nlist = int(part[3:].split("_")[0])
             fixed += 4 * dim * nlist
+            if "_HNSW" in part:  # the centroids' graph: 2 * M int32 links per centroid on level 0
+                fixed += nlist * (2 * int(part.split("_HNSW")[1] or COARSE_HNSW_M) * 4 + 16)
         elif part.startswith("OPQ"):
             fixed += 4 * dim * dim
         elif part.startswith("PQ"):
@@ -133,6 +156,39 @@ def estimate_bytes(factory: str, n: int, dim: int) -> int:
         elif part == "SQ8":
             per_doc += dim
     return n * per_doc + fixed
+
+
+def _code_bytes(spec: str, dim: int) -> int:
+    """Bytes per vector of a refine code spec (``PQ192``, ``PQ96x4``, ``SQ8``, ``SQ4``, ``SQfp16``, ``Flat``)."""
+    if spec.startswith("PQ"):
+        m_text, _, bits = spec[2:].rstrip("fsr").partition("x")
+        return math.ceil(int(m_text) * int(bits or 8) / 8)
+    sq_bits = {"SQ8": 8, "SQ6": 6, "SQ4": 4, "SQfp16": 16, "Flat": 32}.get(spec)
+    if sq_bits is None:
+        raise InputError(f"cannot size refine code {spec!r}")
+    return math.ceil(dim * sq_bits / 8)
+
+
+def nlist_for_refine(n: int) -> int:
+    """IVF lists of the refine design: a power of two near 2 * sqrt(n) (15.9M -> 8192, 4M -> 4096).
+
+    More, shorter lists than :func:`nlist_for`: the first-level scan is the
+    per-query cost that grows with n, and the HNSW coarse quantizer keeps the
+    centroid search cheap. Capped at n / 39 (k-means points per centroid).
+    """
+    target = max(16.0, min(2 * math.sqrt(n), n / 39.0, 65_536.0))
+    return max(1, 2 ** round(math.log2(target)))
+
+
+def refine_nprobe(nlist: int) -> int:
+    """Lists probed by the refine design: 1/64 of nlist, at least 16 (8192 -> 128)."""
+    return max(1, min(nlist, max(16, nlist // 64)))
+
+
+def resident_bytes(choice: IndexChoice, n: int, dim: int) -> int:
+    """Memory a search needs to stay off the disk: the index, plus the float16 embeddings'
+    page cache (2 * dim B/doc) when it re-ranks against them."""
+    return estimate_bytes(choice.factory, n, dim) + (2 * dim * n if choice.rerank_k_factor > 1 else 0)
 
 
 def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> IndexChoice:
@@ -167,6 +223,9 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
     hnsw = f"HNSW{HNSW_M}"
     if memory_budget_bytes is not None and n <= HNSW_MAX_DOCS and estimate_bytes(hnsw, n, dim) <= budget:
         return IndexChoice(hnsw, ef_search=HNSW_EF_SEARCH, reason=f"budget admits {hnsw} for {n} docs")
+    # The float16 re-rank is fast only while its rows come from the page cache, so the
+    # embeddings (2 * dim B/doc) count against the budget (default: DEFAULT_MEMORY_BUDGET).
+    resident_budget = memory_budget_bytes if memory_budget_bytes is not None else DEFAULT_MEMORY_BUDGET
     nlist = nlist_for(n)
     for code_bytes in (PQ_CODE_BYTES, 48, 32, 16, 8):
         if dim % (2 * code_bytes) == 0:  # 4-bit fast-scan: 2 sub-quantizers per byte
@@ -175,12 +234,27 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
             factory = f"IVF{nlist},PQ{code_bytes}"
         else:
             continue
+        choice = IndexChoice(
+            factory,
+            nprobe=default_nprobe(nlist),
+            reason=f"{n} docs: IVF-PQ, {code_bytes} B codes, {nlist} lists, float16 re-rank",
+            rerank_k_factor=RERANK_K_FACTOR,
+        )
+        if resident_bytes(choice, n, dim) <= resident_budget:
+            return choice
+    # Too large for the float16 re-rank source to stay in memory: a finer second code in RAM.
+    nlist = nlist_for_refine(n)
+    for base_bytes, refine_bytes in ((REFINE_BASE_BYTES, REFINE_CODE_BYTES), (32, 128), (32, 96), (16, 64), (8, 32)):
+        if dim % (2 * base_bytes) or dim % refine_bytes:
+            continue
+        factory = f"IVF{nlist}_HNSW{COARSE_HNSW_M},PQ{2 * base_bytes}x4fsr,Refine(PQ{refine_bytes})"
         if estimate_bytes(factory, n, dim) <= budget:
             return IndexChoice(
                 factory,
-                nprobe=default_nprobe(nlist),
-                reason=f"{n} docs: IVF-PQ, {code_bytes} B codes, {nlist} lists",
-                rerank_k_factor=RERANK_K_FACTOR,
+                nprobe=refine_nprobe(nlist),
+                reason=(f"{n} docs: float16 embeddings ({2 * dim * n / 1e9:.1f} GB) exceed the memory budget; "
+                        f"IVF-PQ {base_bytes} B codes + in-memory {refine_bytes} B refine codes, {nlist} lists"),
+                refine_k_factor=REFINE_K_FACTOR,
             )
     raise InputError(
         f"no index fits {memory_budget_bytes} bytes for {n} vectors of dim {dim}",
@@ -200,6 +274,12 @@ def train_points_for(factory: str, n: int) -> int:
 
 
 
+def is_refine(factory: str) -> bool:
+    """Whether a factory string makes a Faiss refine index (``...,Refine(X)`` or ``...,RFlat``)."""
+    f = factory.replace(" ", "")
+    return "Refine(" in f or f.endswith(",RFlat")
+
+
 def is_pq(factory: str) -> bool:
     """Whether a factory string makes a lossy product-quantised index (worth re-ranking)."""
     return any(part.startswith(("PQ", "OPQ")) for part in factory.replace(" ", "").split(","))
@@ -207,6 +287,7 @@ def is_pq(factory: str) -> bool:
 
 
 __all__ = [
-    "EXACT_MAX_DOCS", "RERANK_K_FACTOR", "IndexChoice", "choose_index", "default_nprobe", "estimate_bytes",
-    "is_pq", "nlist_for", "train_points_for",
+    "DEFAULT_MEMORY_BUDGET", "EXACT_MAX_DOCS", "REFINE_K_FACTOR", "RERANK_K_FACTOR", "IndexChoice", "choose_index",
+    "default_nprobe", "estimate_bytes", "is_pq", "is_refine", "nlist_for", "nlist_for_refine", "refine_nprobe",
+    "resident_bytes", "train_points_for",
 ]

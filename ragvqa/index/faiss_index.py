@@ -125,12 +125,19 @@ class FaissIndex:
             self._pending_ids = []
 
     def set_search_params(self, *, nprobe: int | None = None, ef_search: int | None = None,
-                          rerank_k_factor: int | None = None) -> None:
-        """Set IVF ``nprobe``, HNSW ``efSearch`` (ignored where not applicable) and the
-        re-rank factor (used only once :meth:`attach_rerank` gave the vectors)."""
+                          rerank_k_factor: int | None = None, refine_k_factor: int | None = None) -> None:
+        """Set IVF ``nprobe``, HNSW ``efSearch`` (ignored where not applicable), the
+        re-rank factor (used only once :meth:`attach_rerank` gave the vectors) and, for a
+        Faiss ``Refine(...)`` index, ``refine_k_factor``: candidates its first-level codes
+        return per wanted hit, re-scored with the finer in-memory codes."""
         if rerank_k_factor is not None:
             self.params["rerank_k_factor"] = int(rerank_k_factor)
         faiss = faiss_module()
+        if refine_k_factor is not None and "Refine" in self.factory:
+            refine = faiss.downcast_index(self.index)
+            if isinstance(refine, faiss.IndexRefine):
+                refine.k_factor = float(refine_k_factor)
+                self.params["refine_k_factor"] = int(refine_k_factor)
         space = faiss.GpuParameterSpace() if self.on_gpu and hasattr(faiss, "GpuParameterSpace") else faiss.ParameterSpace()
         if nprobe is not None and self._is_ivf():
             space.set_index_parameter(self.index, "nprobe", int(nprobe))
@@ -493,6 +500,7 @@ class FaissIndex:
         out.set_search_params(
             nprobe=nprobe if nprobe is not None else params.get("nprobe"),
             ef_search=ef_search if ef_search is not None else params.get("ef_search"),
+            refine_k_factor=params.get("refine_k_factor"),
         )
         return out
 

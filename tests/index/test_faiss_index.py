@@ -11,7 +11,13 @@ import pytest
 from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.index.base import VectorIndex
 from ragvqa.index.builder import build_from_arrays, build_index, load_index
-from ragvqa.index.choice import EXACT_MAX_DOCS, RERANK_K_FACTOR, choose_index, estimate_bytes
+from ragvqa.index.choice import (
+    EXACT_MAX_DOCS,
+    RERANK_K_FACTOR,
+    choose_index,
+    estimate_bytes,
+    resident_bytes,
+)
 from ragvqa.index.faiss_index import FaissIndex
 
 
@@ -170,18 +176,21 @@ def test_hnsw_works(clustered_20k):
         (1_000, 384, None, "Flat"),
         (EXACT_MAX_DOCS, 768, None, "Flat"),
         (1_000_000, 768, None, "IVF1024,PQ128x4fsr"),
-        (15_900_000, 768, None, "IVF4096,PQ128x4fsr"),
+        # 24.4 GB of float16 re-rank rows exceed the default 8 GiB: in-memory refine codes (issue 16)
+        (15_900_000, 768, None, "IVF8192_HNSW32,PQ64x4fsr,Refine(PQ192)"),
         (500_000, 768, 2 * 10**9, "HNSW32"),  # a budget that admits full vectors + graph
-        (100_000, 768, 10**8, "IVF256,PQ128x4fsr"),  # flat (307 MB) over budget -> IVF-PQ
-        (1_000_000, 768, 75 * 10**6, "IVF1024,PQ96x4fsr"),  # 64 B codes (76.2 MB) over budget -> 48 B
+        (100_000, 768, 3 * 10**8, "IVF256,PQ128x4fsr"),  # flat (307 MB) + its fp16 rows over budget -> IVF-PQ
+        (1_000_000, 768, 1_600 * 10**6, "IVF1024,PQ96x4fsr"),  # 64 B codes + fp16 rows over budget -> 48 B
+        # the fp16 rows (1.5 GB) no longer fit: in-memory refine codes (issue 16)
+        (1_000_000, 768, 75 * 10**6, "IVF2048_HNSW32,PQ16x4fsr,Refine(PQ32)"),
     ],
 )
 def test_auto_selection_follows_the_documented_policy(n, dim, budget, expected):
     choice = choose_index(n, dim, budget)
     assert choice.factory == expected
     if budget is not None:
-        assert estimate_bytes(choice.factory, n, dim) <= budget
-    if "IVF" in expected:
+        assert resident_bytes(choice, n, dim) <= budget
+    if "IVF" in expected and "Refine" not in expected:
         assert choice.nprobe and choice.nprobe >= 8 and choice.rerank_k_factor == RERANK_K_FACTOR
     if n == 1_000_000 and budget is None:
         assert (choice.nprobe, choice.rerank_k_factor) == (96, 64)  # the measured configuration
