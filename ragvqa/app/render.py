@@ -32,6 +32,7 @@ SNIPPET_CHARS = 420  # length of the text shown per document (about 70 words)
 # The stages the pipeline times, in display order, with their labels.
 STAGE_LABELS = {
     "photo": "photo decoding",
+    "vision": "photo classifier + OCR",
     "encode": "query encoding",
     "search": "index search",
     "retrieve": "retrieval",
@@ -212,7 +213,7 @@ def notices_html(notices: Sequence[str]) -> str:
     out = []
     for n in notices:
         if n.startswith(PHOTO_USED):
-            out.append(f'<div class="rv-notice rv-photo-used" role="note">📷 {esc(n)}</div>')
+            out.append(f'<div class="rv-notice rv-photo-used" role="note">{esc(n)}</div>')
         else:
             out.append(f'<div class="rv-notice" role="note">⚠ {esc(n)}</div>')
     return "".join(out)

@@ -405,7 +405,7 @@ class RAGPipeline:
         evidence = self.photo_evidence(pil)
         if evidence is not None:
             # Classifier + OCR seconds; part of "encode" when k > 0.
-            timings["photo"] = sum(evidence.seconds.values())
+            timings["vision"] = sum(evidence.seconds.values())
         request = self.requests_for([pil], [question], [hits], dataset=dataset, evidences=[evidence])[0]
         generate_started = time.perf_counter()
         generation = generator.generate_detailed([request], **decoding)[0]

@@ -103,5 +103,5 @@ def test_what_the_photo_gave_is_information_and_a_fallback_is_a_warning():
                           notes=("the photo is blank",))
     out = render.notices_html([used.summary(), blank.summary()])
     first, second = out.split("</div>")[:2]
-    assert "rv-photo-used" in first and "The photo was used (classifier: cat 0.86)" in first and "⚠" not in first
+    assert "rv-photo-used" in first and first.endswith(">The photo was used (classifier: cat 0.86).")
     assert "rv-photo-used" not in second and "⚠" in second and "nothing confident" in second

@@ -173,6 +173,7 @@ def test_browser_upload_ask_see_answer_and_evidence_then_a_bad_upload(served, pa
     assert page.locator("#rv-evidence .rv-hit").count() == 0
 
     # A bundled example fills in the photo and the question: the cat, whose photo is on no page.
+    page.reload(wait_until="networkidle")  # a fresh page: the error message gone
     page.get_by_text(CAT.question).first.click()
     page.wait_for_function(
         "(q) => document.querySelector('#rv-question textarea').value === q", arg=CAT.question
@@ -181,6 +182,8 @@ def test_browser_upload_ask_see_answer_and_evidence_then_a_bad_upload(served, pa
     page.locator("#rv-ask").click()
     page.get_by_text("The photo was used (classifier: cat").first.wait_for(state="visible")
     assert "Cat" in page.locator("#rv-evidence .rv-hit").first.inner_text()
+    info = page.locator("#rv-info").inner_text()
+    assert "photo decoding" in info and "photo classifier + OCR" in info
     page.screenshot(path=str(artifacts_dir / "demo-photo.png"), full_page=True)
 
 
@@ -192,7 +195,7 @@ def test_ctrl_c_stops_the_server(served):
 
 
 def test_docs_screenshot_is_committed():
-    """docs/demo.png (the README's picture) is a copy of tests/artifacts/demo.png, checked by eye."""
+    """docs/demo.png (the README's picture) is a copy of tests/artifacts/demo-photo.png, checked by eye."""
     from PIL import Image
 
     with Image.open(Path(__file__).resolve().parents[2] / "docs" / "demo.png") as im:
