@@ -152,6 +152,149 @@ def write_manifest(emb: Path, n: int, shard_rows: int, clusters: int) -> None:
     (emb / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
+def shard_arrays(out: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first ``n`` rows as (memory-mapped float16 vectors, ids) per shard (n a multiple of the shard size
+    or the full set)."""
+    spec = json.loads((out / "spec.json").read_text())
+    emb = out / "kb" / "embeddings"
+    shards = []
+    for s in range((n + spec["shard_rows"] - 1) // spec["shard_rows"]):
+        v = np.load(emb / f"part-{s:05d}.npy", mmap_mode="r")
+        ids = np.load(emb / f"part-{s:05d}.ids.npy")
+        take = min(v.shape[0], n - s * spec["shard_rows"])
+        shards.append((v[:take], ids[:take]))
+    return shards
+
+
+def index_dir(out: Path, n: int, tag: str) -> Path:
+    return out / "indexes" / f"{n}-{tag}"
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    """Build ``--factory`` over the first ``--n`` rows with the real builder (checkpointed in WORK, resumable)."""
+    import faiss
+
+    from ragvqa.index.builder import build_from_arrays
+
+    faiss.omp_set_num_threads(args.threads)
+    out: Path = args.out
+    logf = out / f"build-{args.n}-{args.tag}.log"
+    shards = shard_arrays(out, args.n)
+    work = out / "work" / f"{args.n}-{args.tag}"
+    t0 = time.perf_counter()
+    log(logf, f"build {args.factory} over {args.n} rows ({len(shards)} shards), {args.threads} threads, work {work}")
+
+    def progress(p: dict) -> None:
+        rss, hwm = rss_mb()
+        log(logf, f"  shard {p['shards_done']}/{p['shards']} ntotal {p['ntotal']} checkpoint {p['checkpoint']} "
+                  f"{time.perf_counter() - t0:.0f}s rss {rss:.0f} MB hwm {hwm:.0f} MB load {os.getloadavg()[0]:.2f}")
+
+    import ragvqa.index.streamed as streamed
+
+    original = streamed.train_and_add
+
+    def with_progress(*a, **kw):
+        kw["on_progress"] = progress
+        return original(*a, **kw)
+
+    streamed.train_and_add = with_progress  # the builder imports it at call time
+    index = build_from_arrays(shards, factory=args.factory, work_dir=work, checkpoint_rows=args.checkpoint_rows,
+                              rerank_k_factor=0)
+    build_s = time.perf_counter() - t0
+    dest = index_dir(out, args.n, args.tag)
+    index.save(dest)
+    rss, hwm = rss_mb()
+    size = (dest / "index.faiss").stat().st_size
+    summary = {"n": args.n, "factory": args.factory, "tag": args.tag, "build_seconds": round(build_s, 1),
+               "peak_rss_mb": round(hwm, 0), "index_bytes": size, "bytes_per_doc": round(size / args.n, 1),
+               "threads": args.threads, **{k: index.params.get(k) for k in
+                                           ("sample_seconds", "train_seconds", "add_seconds", "checkpoints",
+                                            "resumed_from_shard", "train_points")}}
+    (dest / "build-summary.json").write_text(json.dumps(summary, indent=2))
+    log(logf, f"built: {json.dumps(summary)}")
+
+
+def proc_status() -> dict[str, float]:
+    """VmRSS, VmHWM, RssAnon, RssFile of this process in MB."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key = line.split(":")[0]
+        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+            out[key] = int(line.split()[1]) / 1024
+    return out
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    """recall@10 vs exact, ms/query (one at a time and batched), resident memory, per parameter setting."""
+    import faiss
+
+    from ragvqa.index.faiss_index import FaissIndex
+
+    faiss.omp_set_num_threads(args.threads)
+    out: Path = args.out
+    dest = index_dir(out, args.n, args.tag)
+    logf = out / f"search-{args.n}-{args.tag}.log"
+    queries = np.load(out / "gt" / "queries.npy")
+    truth = np.load(out / "gt" / f"top100-{args.n}.npz")["i"][:, :10]
+    before = proc_status()
+    t0 = time.perf_counter()
+    index = FaissIndex.load(dest, rerank_k_factor=0, verify=False)
+    load_s = time.perf_counter() - t0
+    if args.rerank:
+        index.attach_rerank([v for v, _ in shard_arrays(out, args.n)], 1)
+    loaded = proc_status()
+    log(logf, f"search {index.factory} n {index.ntotal}: load {load_s:.1f}s, status before {before} after load {loaded}; "
+              f"{args.threads} threads, load avg {os.getloadavg()}")
+    rows = []
+    for setting in args.grid.split(";"):
+        nprobe, rf, rr = (int(x) for x in setting.split(":"))
+        index.set_search_params(nprobe=nprobe, refine_k_factor=rf or None, rerank_k_factor=rr)
+        _, found = index.search(queries, 10)  # also the warm-up for the timings
+        hits = sum(len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
+        recall = hits / truth.size
+        t1 = time.perf_counter()
+        for i in range(args.single):
+            index.search(queries[i:i + 1], 10)
+        one = (time.perf_counter() - t1) / args.single * 1e3
+        t1 = time.perf_counter()
+        index.search(queries, 10)
+        batch = (time.perf_counter() - t1) / len(queries) * 1e3
+        st = proc_status()
+        row = {"n": args.n, "factory": index.factory, "nprobe": nprobe, "refine_k_factor": rf, "rerank_k_factor": rr,
+               "recall10": round(recall, 4), "ms_single": round(one, 2), "ms_batch": round(batch, 3),
+               "rss_mb": round(st["VmRSS"]), "hwm_mb": round(st["VmHWM"]), "rss_anon_mb": round(st["RssAnon"]),
+               "rss_file_mb": round(st["RssFile"]), "load1": round(os.getloadavg()[0], 2)}
+        rows.append(row)
+        log(logf, json.dumps(row))
+    with open(out / "results.jsonl", "a") as fh:
+        for row in rows:
+            fh.write(json.dumps({**row, "tag": args.tag, "at": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+                                 "threads": args.threads}) + "\n")
+
+
+def cmd_coldread(args: argparse.Namespace) -> None:
+    """What the float16 re-rank costs when its rows are not in memory: random rows read from the shards
+    after evicting them from the page cache (posix_fadvise DONTNEED), per query of ``--rows`` rows."""
+    out: Path = args.out
+    shards = shard_arrays(out, args.n)
+    emb = out / "kb" / "embeddings"
+    rng = np.random.default_rng(3)
+    rows_per = shards[0][0].shape[0]
+    times = []
+    for _ in range(args.trials):
+        for s in range(len(shards)):  # evict: the next reads come from the disk
+            fd = os.open(emb / f"part-{s:05d}.npy", os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+        ids = np.sort(rng.choice(args.n, args.rows, replace=False))
+        t0 = time.perf_counter()
+        for i in ids:
+            np.asarray(shards[i // rows_per][0][i % rows_per], dtype=np.float16).sum()
+        times.append((time.perf_counter() - t0) * 1e3)
+    log(out / "coldread.log", f"cold float16 rows: {args.rows} random rows of {args.n}: median {np.median(times):.1f} ms "
+                              f"per query (min {min(times):.1f}, max {max(times):.1f}, {args.trials} trials)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -163,9 +306,28 @@ def main() -> None:
     g.add_argument("--seed", type=int, default=16)
     g.add_argument("--shard-rows", type=int, default=250_000)
     g.add_argument("--threads", type=int, default=2)
+    b = sub.add_parser("build", help="build one design over the first --n rows (checkpointed)")
+    b.add_argument("--out", type=Path, default=Path("/work/scale"))
+    b.add_argument("--n", type=int, required=True)
+    b.add_argument("--factory", required=True)
+    b.add_argument("--tag", required=True)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--checkpoint-rows", type=int, default=2_000_000)
+    q = sub.add_parser("search", help="recall / latency / memory of a built index over a parameter grid")
+    q.add_argument("--out", type=Path, default=Path("/work/scale"))
+    q.add_argument("--n", type=int, required=True)
+    q.add_argument("--tag", required=True)
+    q.add_argument("--grid", required=True, help="nprobe:refine_k_factor:rerank_k_factor;... (0 = off)")
+    q.add_argument("--rerank", action="store_true", help="attach the float16 shards for exact re-ranking")
+    q.add_argument("--single", type=int, default=200)
+    q.add_argument("--threads", type=int, default=2)
+    c = sub.add_parser("coldread", help="cost of the float16 re-rank from disk")
+    c.add_argument("--out", type=Path, default=Path("/work/scale"))
+    c.add_argument("--n", type=int, required=True)
+    c.add_argument("--rows", type=int, default=640)
+    c.add_argument("--trials", type=int, default=5)
     args = parser.parse_args()
-    if args.cmd == "generate":
-        cmd_generate(args)
+    {"generate": cmd_generate, "build": cmd_build, "search": cmd_search, "coldread": cmd_coldread}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ COMMANDS = [
     "build_kb",
     "fetch_images",
     "embed",
+    "index",
     "search",
     "ask",
     "eval",

@@ -263,6 +263,37 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
 
 
 
+def parse_bytes(text: str | int) -> int:
+    """A size in bytes from ``4G``, ``4GB`` (10^9), ``4GiB`` (2^30), ``500M``, ``1.5T`` or a plain integer.
+
+    Raises:
+        InputError: not a positive size.
+    """
+    if isinstance(text, int):
+        value = text
+    else:
+        t = text.strip().upper().replace(" ", "")
+        units = {"K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+                 "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4}
+        number, scale = t, 1
+        for suffix in sorted(units, key=len, reverse=True):
+            for tail in (suffix + "B", suffix):
+                if t.endswith(tail):
+                    number, scale = t[: -len(tail)], units[suffix]
+                    break
+            if scale != 1:
+                break
+        if number.endswith("B"):
+            number = number[:-1]
+        try:
+            value = int(float(number) * scale)
+        except ValueError:
+            raise InputError(f"not a size: {text!r}", hint="e.g. 4G, 4GiB, 500M or a number of bytes") from None
+    if value <= 0:
+        raise InputError(f"a size must be positive, got {text!r}")
+    return value
+
+
 def train_points_for(factory: str, n: int) -> int:
     """Training sample size: 64 points per IVF list (at least 2^16 for PQ codebooks), capped."""
     nlist = 0
@@ -288,6 +319,6 @@ def is_pq(factory: str) -> bool:
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET", "EXACT_MAX_DOCS", "REFINE_K_FACTOR", "RERANK_K_FACTOR", "IndexChoice", "choose_index",
-    "default_nprobe", "estimate_bytes", "is_pq", "is_refine", "nlist_for", "nlist_for_refine", "refine_nprobe",
+    "default_nprobe", "estimate_bytes", "is_pq", "parse_bytes", "is_refine", "nlist_for", "nlist_for_refine", "refine_nprobe",
     "resident_bytes", "train_points_for",
 ]

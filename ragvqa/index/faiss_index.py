@@ -142,9 +142,25 @@ class FaissIndex:
         if nprobe is not None and self._is_ivf():
             space.set_index_parameter(self.index, "nprobe", int(nprobe))
             self.params["nprobe"] = int(nprobe)
+            self._widen_coarse_hnsw(int(nprobe))
         if ef_search is not None and self._is_hnsw():
             space.set_index_parameter(self.index, "efSearch", int(ef_search))
             self.params["ef_search"] = int(ef_search)
+
+    def _widen_coarse_hnsw(self, nprobe: int) -> None:
+        """An HNSW coarse quantizer (``IVF..._HNSW32``) returns at most efSearch lists: with
+        nprobe above it the rest come back as id -1 / score -FLT_MAX, which the residual
+        fast-scan turns into garbage top hits (recall 0 at nprobe 256 > efSearch 16, measured).
+        So efSearch is kept at least nprobe."""
+        if self.on_gpu:
+            return
+        faiss = faiss_module()
+        try:
+            quantizer = faiss.downcast_index(faiss.extract_index_ivf(self.index).quantizer)
+        except RuntimeError:
+            return
+        if isinstance(quantizer, faiss.IndexHNSW) and quantizer.hnsw.efSearch < nprobe:
+            quantizer.hnsw.efSearch = nprobe
 
     def _ivf_fastscan(self):
         """The IndexIVFFastScan inside a CPU index (None for other types); cached per index object."""
