@@ -166,6 +166,41 @@ def shard_arrays(out: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return shards
 
 
+class FollowedShard:
+    """A shard the generator may not have written yet: known shape; reading waits for the file.
+
+    Lets ``build --follow`` run the real builder (:func:`ragvqa.index.streamed.train_and_add`)
+    while ``generate`` is still writing later shards: the builder touches shard s only when
+    it adds it.
+    """
+
+    def __init__(self, path: Path, rows: int, dim: int, dtype: type, state: Path, number: int) -> None:
+        self.path, self.shape, self.dtype, self.state, self.number = path, (rows, dim), np.dtype(dtype), state, number
+        self._arr: np.ndarray | None = None
+
+    def _load(self) -> np.ndarray:
+        if self._arr is None:
+            while not (self.state.is_file() and int(np.load(self.state)["done"]) > self.number):
+                time.sleep(5)  # the generator saves its state after the shard's files are renamed in
+            self._arr = np.load(self.path, mmap_mode="r")
+        return self._arr
+
+    def __getitem__(self, key):
+        return self._load()[key]
+
+    def __array__(self, dtype=None, copy=None):
+        arr = np.asarray(self._load())
+        return arr if dtype is None else arr.astype(dtype)
+
+
+def followed_shards(out: Path, n: int) -> list[tuple[FollowedShard, FollowedShard]]:
+    spec = json.loads((out / "spec.json").read_text())
+    emb, state, rows = out / "kb" / "embeddings", out / "gt" / "state.npz", spec["shard_rows"]
+    return [(FollowedShard(emb / f"part-{s:05d}.npy", min(rows, n - s * rows), DIM, np.float16, state, s),
+             FollowedShard(emb / f"part-{s:05d}.ids.npy", min(rows, n - s * rows), 1, np.int64, state, s))
+            for s in range((n + rows - 1) // rows)]
+
+
 def index_dir(out: Path, n: int, tag: str) -> Path:
     return out / "indexes" / f"{n}-{tag}"
 
@@ -179,8 +214,15 @@ def cmd_build(args: argparse.Namespace) -> None:
     faiss.omp_set_num_threads(args.threads)
     out: Path = args.out
     logf = out / f"build-{args.n}-{args.tag}.log"
-    shards = shard_arrays(out, args.n)
     work = out / "work" / f"{args.n}-{args.tag}"
+    if args.follow:
+        # Train on a sample of the first --train-shards shards (the shards are i.i.d. draws of the
+        # same generator, so this is a uniform sample of the distribution), written as the
+        # checkpoint's trained index; then the real builder adds every shard as it appears.
+        shards = followed_shards(out, args.n)
+        prepare_followed_training(shards, args, work, logf)
+    else:
+        shards = shard_arrays(out, args.n)
     t0 = time.perf_counter()
     log(logf, f"build {args.factory} over {args.n} rows ({len(shards)} shards), {args.threads} threads, work {work}")
 
@@ -212,6 +254,40 @@ def cmd_build(args: argparse.Namespace) -> None:
                                             "resumed_from_shard", "train_points")}}
     (dest / "build-summary.json").write_text(json.dumps(summary, indent=2))
     log(logf, f"built: {json.dumps(summary)}")
+
+
+def prepare_followed_training(shards: list, args: argparse.Namespace, work: Path, logf: Path) -> None:
+    """Train ``args.factory`` on a sample of the first ``args.train_shards`` shards and write it as the
+    streamed builder's checkpoint (progress.json with 0 shards done), unless one is there already."""
+    from ragvqa.index.builder import sample_rows
+    from ragvqa.index.choice import train_points_for
+    from ragvqa.index.faiss_index import FaissIndex
+    from ragvqa.index.streamed import (
+        PROGRESS_FILE,
+        TRAINED_FILE,
+        _set_kmeans_iterations,
+        _write_index,
+    )
+    from ragvqa.kb.files import atomic_write_json
+
+    if (work / PROGRESS_FILE).is_file():
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    first = [np.asarray(v) for v, _ in shards[:args.train_shards]]
+    index = FaissIndex.create(DIM, args.factory)
+    _set_kmeans_iterations(index.index)
+    t0 = time.perf_counter()
+    sample = sample_rows(first, args.train_points or train_points_for(args.factory, args.n), seed=0)
+    sample_s = time.perf_counter() - t0
+    index.train(sample)
+    log(logf, f"trained on {sample.shape[0]} rows sampled from the first {args.train_shards} shards: "
+              f"sample {sample_s:.0f}s, train {index.params['train_seconds']:.0f}s")
+    _write_index(index.index, work / TRAINED_FILE)
+    rows = [int(v.shape[0]) for v, _ in shards]
+    atomic_write_json(work / PROGRESS_FILE, {
+        "factory": args.factory, "dim": DIM, "shard_rows": rows, "seed": 0, "shards_done": 0, "ntotal": 0,
+        "params": {"sample_seconds": round(sample_s, 3), "train_seconds": index.params["train_seconds"],
+                   "train_points": int(sample.shape[0]), "train_from_shards": args.train_shards}})
 
 
 def proc_status() -> dict[str, float]:
@@ -313,6 +389,9 @@ def main() -> None:
     b.add_argument("--tag", required=True)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--checkpoint-rows", type=int, default=2_000_000)
+    b.add_argument("--follow", action="store_true", help="build while generate is still writing shards")
+    b.add_argument("--train-shards", type=int, default=16, help="with --follow: sample training rows from these")
+    b.add_argument("--train-points", type=int, default=None, help="with --follow: training sample size")
     q = sub.add_parser("search", help="recall / latency / memory of a built index over a parameter grid")
     q.add_argument("--out", type=Path, default=Path("/work/scale"))
     q.add_argument("--n", type=int, required=True)
