@@ -160,3 +160,36 @@ def test_index_cli_refuses_a_bad_budget(tmp_path, capsys):
     assert "not a size" in capsys.readouterr().err
     assert main(["index", str(kb.root), "--memory-budget", "100"]) == 2
     assert "no index fits" in capsys.readouterr().err
+
+
+def test_gpu_memory_plan_for_the_e_vqa_kb():
+    from ragvqa.index.gpu import GPU_TEMP_BYTES, gpu_memory_plan
+
+    n, dim = 15_900_000, 768
+    one = gpu_memory_plan(n, dim, 1)
+    assert one.data_bytes_per_gpu == 2 * dim * n  # 24.4 GB of float16, the paper's exact index
+    assert one.fits(80 * 10**9) and not one.fits(24 * 10**9)
+    four = gpu_memory_plan(n, dim, 4, shard=True)
+    assert four.data_bytes_per_gpu == 2 * dim * (n // 4)  # 15.9M divides by 4
+    assert four.per_gpu_bytes == four.data_bytes_per_gpu + GPU_TEMP_BYTES and four.fits(16 * 10**9)
+    replicated = gpu_memory_plan(n, dim, 4, shard=False)
+    assert replicated.data_bytes_per_gpu == one.data_bytes_per_gpu
+    ivfpq = gpu_memory_plan(n, dim, 2, design="ivfpq", nlist=8192, pq_bytes=96)
+    assert ivfpq.factory == "IVF8192,PQ96"
+    assert ivfpq.data_bytes_per_gpu == 7_950_000 * (96 + 8) + 8192 * 768 * 4 + 256 * 768 * 4
+    with pytest.raises(InputError):
+        gpu_memory_plan(n, dim, 1, design="cagra")
+    with pytest.raises(InputError):
+        gpu_memory_plan(n, dim, 1, design="ivfpq", pq_bytes=100)
+
+
+def test_gpu_build_without_gpus_is_one_clear_error():
+    from ragvqa.errors import MissingDependencyError
+    from ragvqa.index.faiss_lib import num_gpus
+    from ragvqa.index.gpu import build_gpu_index, gpu_memory_plan
+
+    if num_gpus() > 0:
+        pytest.skip("a GPU is visible: the CPU-only refusal cannot be checked")
+    x = np.zeros((10, 8), np.float16)
+    with pytest.raises(MissingDependencyError, match="GPU"):
+        build_gpu_index([(x, np.arange(10))], gpu_memory_plan(10, 8, 1))
