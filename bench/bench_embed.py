@@ -7,7 +7,7 @@ engine embeds its own copy of it with the same retriever (default
 engine and the ratio against the local engine measured in the same run.
 
     .venv/bin/python bench/bench_embed.py [--retriever text:minilm] [--shard-size 200]
-        [--batch-size 64] [--cpus 2] [--limit PAGES] [--device cuda --dtype bfloat16]
+        [--batch-size 64] [--cpus 2] [--limit PAGES] [--device cuda] [--dtype auto|float32|bfloat16]
 
 Ray configurations measured (local Ray started once with ``--cpus`` CPUs;
 its start-up time is reported separately):
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="retriever device (cuda on a GPU box)")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--dtype", default="auto", help="retriever compute dtype (auto: ragvqa.retriever.precision)")
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--one-thread-control", action="store_true",
                         help="also time the local engine with 1 torch thread (what a Ray CPU actor uses)")

@@ -28,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-gpus-per-actor", type=float, metavar="G", help="GPUs per actor (default 1 with --device cuda)")
     p.add_argument("--batch-size", type=int, default=64, help="documents per forward pass (default 64)")
     p.add_argument("--device", default="cpu", help="torch device for the retriever (cpu, cuda, cuda:1)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
-                   help="retriever compute precision (bfloat16 on GPUs; vectors are stored as float16 anyway)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
+                   help="retriever compute precision (default auto: bfloat16 on GPUs and, for text/visual:minilm, "
+                   "on CPUs with native bfloat16, else float32; vectors are stored as float16 anyway)")
     p.add_argument("--index-factory", metavar="STR", help="Faiss index factory string (default: chosen from the KB size)")
     p.add_argument("--force", action="store_true", help="delete embeddings/ and index/ made by another retriever and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

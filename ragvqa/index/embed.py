@@ -4,6 +4,7 @@ Layout written under the KB directory (names from :mod:`ragvqa.kb.layout`)::
 
     KB_DIR/embeddings/manifest.json
         {"retriever": <fingerprint>, "dim": D, "dtype": "float16",
+         "compute_dtype": "bfloat16" | "float32" | ... | "mixed: ...",
          "shards": [{"file": "part-00000.npy", "ids": "part-00000.ids.npy",
                      "rows": n, "counts": {...}, "file_bytes", "file_sha256",
                      "ids_bytes", "ids_sha256"}, ...],
@@ -15,6 +16,12 @@ Layout written under the KB directory (names from :mod:`ragvqa.kb.layout`)::
                                            per-token rows for a multi-token retriever
                                            ("tokens_per_document": T > 1, late interaction)
     KB_DIR/embeddings/part-NNNNN.ids.npy   int64 (n,) doc_ids
+
+``dtype`` is how vectors are stored; ``compute_dtype`` the precision the
+retriever ran in (each shard entry records its own; a run resumed in another
+precision keeps the finished shards, same vector space, and says "mixed").
+It is not part of the retriever's identity: queries may run in another
+dtype (:mod:`ragvqa.retriever.precision`).
 
 One embedding shard per document shard, with the same number. Each shard is
 written atomically (temp file + rename) and entered in the manifest only once
@@ -61,6 +68,7 @@ from ragvqa.index.shards import (
     write_shard,
 )
 from ragvqa.kb.layout import COMPLETE, IN_PROGRESS, KBDir, as_kb_dir
+from ragvqa.retriever.precision import compute_dtype
 
 if TYPE_CHECKING:
     from ragvqa.retriever.base import Retriever
@@ -103,6 +111,14 @@ def _sum_counts(entries: list[dict[str, Any]]) -> dict[str, int]:
     for entry in entries:
         total.update(entry.get("counts", {}))
     return {k: int(total[k]) for k in COUNT_KEYS}
+
+
+def _compute_dtypes(entries: list[dict[str, Any]], current: str | None) -> str | None:
+    """The manifest's ``compute_dtype``: the shards' one dtype, or "mixed: a, b" (None: unrecorded)."""
+    names = sorted({str(e.get("compute_dtype")) for e in entries}) if entries else [str(current)]
+    if len(names) == 1:
+        return None if names[0] == "None" else names[0]
+    return "mixed: " + ", ".join(names)
 
 
 def clear_embeddings(kb_dir: str | Path | KBDir) -> None:
@@ -211,6 +227,7 @@ def _embed_locked(
 ) -> dict[str, Any]:
     fingerprint = retriever.fingerprint()
     digest = kb.documents_digest()
+    precision = compute_dtype(retriever)
     tokens = tokens_per_document(retriever)  # > 1: per-token shards for late interaction
 
     existing: dict[str, Any] | None = None
@@ -249,6 +266,12 @@ def _embed_locked(
             if entry is not None and shard_is_done(kb, entry, task, retriever.dim, tokens):
                 done[task.number] = entry
     todo = [t for t in tasks if t.number not in done]
+    kept = sorted({str(e.get("compute_dtype")) for e in done.values()} - {str(precision)})
+    if todo and kept:
+        logger.warning(
+            "resuming %s in %s; %d finished shards were embedded in %s and are kept (same vector space)",
+            kb.root, precision, len(done), ", ".join(kept),
+        )
     logger.info("%s: %d shards, %d already embedded, %d to do", kb.root, len(tasks), len(done), len(todo))
     if todo:
         kb.clear_index()  # the index no longer covers the embeddings about to change
@@ -258,6 +281,7 @@ def _embed_locked(
         "dim": int(retriever.dim),
         "tokens_per_document": tokens,
         "dtype": "float16",
+        "compute_dtype": precision,
         "shards": [],
         "counts": {},
         "documents": digest,
@@ -274,6 +298,7 @@ def _embed_locked(
             done[int(entry["number"])] = entry
         manifest["shards"] = [done[k] for k in sorted(done)]
         manifest["counts"] = _sum_counts(manifest["shards"])
+        manifest["compute_dtype"] = _compute_dtypes(manifest["shards"], precision)
         kb.write_embeddings_manifest(manifest)
         if entry is not None and on_shard_done is not None:
             on_shard_done(entry)
@@ -298,11 +323,14 @@ def _embed_locked(
                 )
                 entry = write_shard(kb, task.number, payload["doc_ids"], vectors)
                 entry["counts"] = counts
+                entry["compute_dtype"] = precision
                 record(entry)
         else:
             from ragvqa.index.distributed import embed_with_ray
 
             def on_result(entry: dict[str, Any]) -> None:
+                # The actors load the retriever from its load_options: the same resolved dtype.
+                entry.setdefault("compute_dtype", precision)
                 if bar is not None:
                     bar.update(int(entry["rows"]))
                 record(entry)
@@ -364,13 +392,16 @@ def embed_and_index(
     force: bool = False,
     progress: bool = True,
     ray_options: dict[str, Any] | None = None,
-    dtype: str = "float32",
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Load a retriever by spec, embed the KB (resuming), then build its Faiss index.
 
     This is what ``ragvqa embed`` and ``ragvqa build-kb --retriever`` run.
-    ``dtype`` is the retriever's compute precision (``bfloat16`` on GPUs is
-    about twice as fast; vectors are stored as float16 either way).
+    ``dtype`` is the retriever's compute precision; ``auto``
+    (:func:`ragvqa.retriever.precision.resolve_dtype`): bfloat16 on GPUs
+    (about twice as fast) and, for MiniLM-based retrievers, on CPUs with
+    native bfloat16 (1.7x); float32 otherwise. Vectors are stored as float16
+    either way.
 
     Returns:
         ``{"embed": <embed_kb summary>, "index": {"ntotal", "dim", "factory"}}``.
@@ -379,10 +410,7 @@ def embed_and_index(
 
     kb = as_kb_dir(kb_dir)
     kb.require_finished()  # before the model loads: a missing or unfinished KB fails fast
-    options: dict[str, Any] = {"device": device}
-    if dtype != "float32":
-        options["dtype"] = dtype
-    retriever = load_retriever(retriever_spec, **options)
+    retriever = load_retriever(retriever_spec, device=device, dtype=dtype)
     summary = embed_kb(
         kb,
         retriever,

@@ -11,6 +11,7 @@ plausible-looking but wrong documents.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from ragvqa.kb.layout import KBDir, as_kb_dir, spec_of
 
 if TYPE_CHECKING:
     from ragvqa.retriever.base import Retriever
+
+logger = logging.getLogger(__name__)
 
 #: Fingerprint keys that identify an encoder (the Retriever protocol's required ones).
 IDENTITY_KEYS = ("name", "config_hash", "weights_sha256")
@@ -73,6 +76,12 @@ def check_retriever(kb_dir: str | Path | KBDir, retriever: Retriever) -> None:
             f"the embeddings of {kb.root} were made for an earlier build of its documents",
             hint=f"re-embed: {kb.embed_command()}",
         )
+    from ragvqa.retriever.precision import compute_dtype, dtype_note
+
+    # Not an error (same vector space), but not silent either.
+    note = dtype_note(manifest.get("compute_dtype"), compute_dtype(retriever))
+    if note is not None:
+        logger.info("%s", note)
 
 
 def recorded_retriever_spec(kb_dir: str | Path | KBDir) -> str | None:

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 from ragvqa.errors import InputError, ModelError, require
 from ragvqa.retriever.base import ImageInput
 from ragvqa.retriever.hashing import WEIGHT_SUFFIXES, model_files, weight_files_sha256
+from ragvqa.retriever.precision import DTYPES as _DTYPES
+from ragvqa.retriever.precision import resolve_dtype
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,7 +46,6 @@ MINILM_ALIASES = frozenset({"minilm", "all-minilm-l6-v2"})
 # Largest image (in pixels) the baselines will decode; a bigger file is treated
 # like an unreadable one instead of exhausting memory.
 MAX_IMAGE_PIXELS = 40_000_000
-_DTYPES = ("float32", "float16", "bfloat16")
 
 
 # ---------------------------------------------------------------- hashing ---
@@ -110,7 +111,7 @@ def _torch_dtype(dtype: str):
     import torch
 
     if dtype not in _DTYPES:
-        raise InputError(f"unknown dtype {dtype!r}", hint=f"use one of {', '.join(_DTYPES)}")
+        raise InputError(f"unknown dtype {dtype!r}", hint=f"use auto or one of {', '.join(_DTYPES)}")
     return getattr(torch, dtype)
 
 
@@ -202,6 +203,7 @@ class TextDenseRetriever:
         max_seq_length: int | None = None,
     ) -> None:
         sentence_transformers = require("sentence_transformers", "offline")
+        dtype = resolve_dtype(dtype, device, "text")  # "auto": ragvqa.retriever.precision decides
         torch_dtype = _torch_dtype(dtype)
         self.model_dir = Path(model_dir)
         self.name = name
@@ -382,6 +384,7 @@ class ZeroShotRetriever:
 
         if kind not in ("clip", "siglip"):
             raise InputError(f"ZeroShotRetriever cannot load {kind}:", hint="use clip:PATH_OR_HUB_ID or siglip:PATH_OR_HUB_ID")
+        dtype = resolve_dtype(dtype, device, kind)  # "auto": ragvqa.retriever.precision decides
         self.kind = kind
         self.model_dir = Path(model_dir)
         self.name = name

@@ -48,6 +48,7 @@ from ragvqa.retriever.checkpoint import load_ret2
 from ragvqa.retriever.configuration import ReT2Config
 from ragvqa.retriever.hashing import state_dict_sha256, weight_files_sha256
 from ragvqa.retriever.modeling import ReT2Model
+from ragvqa.retriever.precision import resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +290,8 @@ class ReT2Retriever:
         """Registry entry point: ``ret2:PATH_OR_HUB_ID``."""
         if kind != "ret2":
             raise InputError(f"ReT2Retriever cannot load a {kind!r} spec", hint="use ret2:PATH_OR_HUB_ID")
+        if dtype == "auto":  # ragvqa.retriever.precision decides (float32 on a CPU for ReT-2)
+            dtype = resolve_dtype(dtype, device, kind)
         retriever = cls.from_pretrained(arg, device=device, dtype=dtype, instruction=instruction, **kw)
         # What load_retriever needs to rebuild this retriever elsewhere: the Ray
         # engine's actors load the checkpoint themselves instead of receiving a

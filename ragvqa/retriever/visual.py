@@ -52,6 +52,7 @@ from ragvqa.retriever.baselines import (
     canonical_hash,
     load_image,
 )
+from ragvqa.retriever.precision import resolve_dtype
 
 if TYPE_CHECKING:
     import numpy as np
@@ -152,6 +153,8 @@ class VisualTextRetriever:
         """
         if kind != KIND:
             raise InputError(f"VisualTextRetriever cannot load {kind}:{arg}", hint="use visual:minilm")
+        if "dtype" in options:  # "auto" as a visual retriever (the same rule as text today)
+            options["dtype"] = resolve_dtype(options["dtype"], options.get("device", "cpu"), KIND)
         text = TextDenseRetriever.from_spec("text", arg, **options)
         name = f"{KIND}:{text.name.partition(':')[2]}"
         config = VisualConfig(**(visual or {}))
