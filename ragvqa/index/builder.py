@@ -135,6 +135,9 @@ def _train_and_add_in_memory(index: FaissIndex, shards: list[tuple[np.ndarray, n
     import numpy as np
 
     if not index.is_trained:
+        from ragvqa.index.streamed import _set_kmeans_iterations
+
+        _set_kmeans_iterations(index.index)
         sample = sample_rows([v for v, _ in shards], train_points_for(factory, n), seed=seed)
         if gpu:  # k-means on one GPU, then back to the CPU to be spread over all GPUs
             trainee, on_gpu = to_gpu(index.index, shard=False, single=True)

@@ -78,7 +78,16 @@ def _read_index(path: Path) -> Any:
 
 
 def _set_kmeans_iterations(index: Any) -> None:
+    """Training settings for large builds: KMEANS_NITER coarse k-means iterations, and no
+    polysemous training for an 8-bit PQ refine code (Faiss' IndexPQ default runs a simulated
+    annealing over the code ids, for Hamming-distance search we never use: it held a
+    15.9M build's training for over 5 minutes before it was stopped)."""
     faiss = faiss_module()
+    outer = faiss.downcast_index(index)
+    if isinstance(outer, faiss.IndexRefine):
+        refine = faiss.downcast_index(outer.refine_index)
+        if isinstance(refine, faiss.IndexPQ):
+            refine.do_polysemous_training = False
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:
