@@ -221,6 +221,11 @@ def test_profile_settings_reach_the_retriever(gen_kb):  # noqa: F811
             pipeline.answer(None, "q?")
     with pytest.raises(InputError, match="unknown dtype"):
         build_pipeline(gen_kb, "offline-text", dtype="float8", with_generator=False)
+    # "auto" is decided for the retriever kind the KB holds (bfloat16 for MiniLM on a bf16 CPU)
+    from ragvqa.retriever.precision import cpu_bf16_supported
+
+    with build_pipeline(gen_kb, None, with_generator=False) as pipeline:
+        assert pipeline.retriever.load_options["dtype"] == ("bfloat16" if cpu_bf16_supported() else "float32")
 
 
 @pytest.mark.slow

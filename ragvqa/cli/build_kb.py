@@ -62,7 +62,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     emb.add_argument("--profile", metavar="P", help="take the retriever from this profile (paper, offline, ...)")
     emb.add_argument("--engine", choices=("local", "ray"), default="local", help="embedding engine")
     emb.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join with --engine ray (default: $RAY_ADDRESS or a local Ray)")
-    emb.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="retriever dtype (half precision on GPU)")
+    emb.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="retriever dtype (default auto: bfloat16 on a GPU, and on a CPU with bf16 instructions "
+        "for the MiniLM retrievers; float32 otherwise)",
+    )
     emb.add_argument("--batch-size", type=int, default=64, help="embedding batch size")
     emb.add_argument("--device", default="cpu", help="embedding device (cpu, cuda)")
     emb.add_argument("--index-factory", metavar="FACTORY", help="Faiss index factory string (default: chosen by size)")

@@ -29,6 +29,7 @@ from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.kb.layout import KBDir, as_kb_dir
 from ragvqa.limits import check_k
 from ragvqa.pipeline.rag import RAGPipeline
+from ragvqa.retriever.precision import resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,6 @@ def resolve_device(device: str) -> str:
     except ImportError:  # pragma: no cover - torch is a core dependency
         return "cpu"
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto`` -> bfloat16 on a GPU (the paper's inference dtype), float32 on a CPU."""
-    if dtype != "auto":
-        if dtype not in ("float32", "float16", "bfloat16"):
-            raise InputError(f"unknown dtype {dtype!r}", hint="use auto, float32, float16 or bfloat16")
-        return dtype
-    return "bfloat16" if device.startswith("cuda") else "float32"
 
 
 def resolve_retriever_spec(kb_dir: str | Path | KBDir, profile_spec: str, explicit: str | None) -> str:
@@ -172,7 +164,7 @@ def build_pipeline(
     prof = prof.with_overrides(**changes) if changes else prof
     check_k(prof.k)
     device_name = resolve_device(prof.device)
-    dtype_name = resolve_dtype(prof.dtype, device_name)
+    dtype_name = resolve_dtype(prof.dtype, device_name)  # a bad name fails here, before any model loads
 
     # 1. Checks that need no model: the KB (built, embedded, indexed) and the spec.
     searcher = None
@@ -204,6 +196,8 @@ def build_pipeline(
             from ragvqa.index.search import check_retriever
             from ragvqa.retriever.registry import load_retriever
 
+            # "auto" depends on the retriever kind (bfloat16 on a CPU only for the MiniLM kinds).
+            dtype_name = resolve_dtype(prof.dtype, device_name, spec.partition(":")[0])
             say(f"loading the retriever {spec} ({device_name}, {dtype_name})")
             retriever = load_retriever(spec, device=device_name, dtype=dtype_name, instruction=prof.instruction)
             check_retriever(searcher.dir, retriever)
