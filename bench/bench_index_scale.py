@@ -290,6 +290,45 @@ def prepare_followed_training(shards: list, args: argparse.Namespace, work: Path
                    "train_points": int(sample.shape[0]), "train_from_shards": args.train_shards}})
 
 
+def cmd_retrofit(args: argparse.Namespace) -> None:
+    """Swap the refine code of a trained (empty) checkpoint: keep its IVF coarse quantizer and
+    first-level PQ (the expensive k-means), train ``--refine`` on the same sample, and write the
+    result as the streamed builder's trained checkpoint for ``--factory``."""
+    import faiss
+
+    from ragvqa.index.builder import sample_rows
+    from ragvqa.index.streamed import PROGRESS_FILE, TRAINED_FILE, _write_index
+    from ragvqa.kb.files import atomic_write_json
+
+    faiss.omp_set_num_threads(args.threads)
+    out: Path = args.out
+    src = out / "work" / f"{args.n}-{args.from_tag}"
+    work = out / "work" / f"{args.n}-{args.tag}"
+    loaded = faiss.read_index(str(src / TRAINED_FILE))  # keep a reference: the downcasts do not own it
+    old = faiss.downcast_index(loaded)
+    base = faiss.downcast_index(old.base_index) if isinstance(old, faiss.IndexRefine) else old
+    assert base.ntotal == 0 and base.is_trained
+    progress = json.loads((src / PROGRESS_FILE).read_text())
+    shards = followed_shards(out, args.n)
+    first = [np.asarray(v) for v, _ in shards[:progress["params"].get("train_from_shards", 16)]]
+    sample = sample_rows(first, progress["params"]["train_points"], seed=0)
+    m = int(args.refine[2:])
+    refine = faiss.IndexPQ(DIM, m, 8, faiss.METRIC_INNER_PRODUCT)
+    refine.do_polysemous_training = False
+    t0 = time.perf_counter()
+    refine.train(sample)
+    train_s = time.perf_counter() - t0
+    index = faiss.IndexRefine(base, refine)
+    work.mkdir(parents=True, exist_ok=True)
+    _write_index(index, work / TRAINED_FILE)
+    params = dict(progress["params"])
+    params["train_seconds"] = round(float(params["train_seconds"]) + train_s, 3)
+    params["retrofit"] = f"coarse quantizer + first-level PQ from {args.from_tag}; {args.refine} trained {train_s:.0f}s"
+    atomic_write_json(work / PROGRESS_FILE, {**progress, "factory": args.factory, "shards_done": 0, "ntotal": 0,
+                                              "params": params})
+    log(out / f"build-{args.n}-{args.tag}.log", f"retrofit {args.factory}: {params['retrofit']}")
+
+
 def proc_status() -> dict[str, float]:
     """VmRSS, VmHWM, RssAnon, RssFile of this process in MB."""
     out = {}
@@ -392,6 +431,14 @@ def main() -> None:
     b.add_argument("--follow", action="store_true", help="build while generate is still writing shards")
     b.add_argument("--train-shards", type=int, default=16, help="with --follow: sample training rows from these")
     b.add_argument("--train-points", type=int, default=None, help="with --follow: training sample size")
+    r = sub.add_parser("retrofit", help="new refine code on a trained checkpoint (reuses its k-means)")
+    r.add_argument("--out", type=Path, default=Path("/work/scale"))
+    r.add_argument("--n", type=int, required=True)
+    r.add_argument("--from-tag", required=True)
+    r.add_argument("--tag", required=True)
+    r.add_argument("--factory", required=True)
+    r.add_argument("--refine", required=True, help="PQ<m>, 8-bit")
+    r.add_argument("--threads", type=int, default=2)
     q = sub.add_parser("search", help="recall / latency / memory of a built index over a parameter grid")
     q.add_argument("--out", type=Path, default=Path("/work/scale"))
     q.add_argument("--n", type=int, required=True)
@@ -406,7 +453,8 @@ def main() -> None:
     c.add_argument("--rows", type=int, default=640)
     c.add_argument("--trials", type=int, default=5)
     args = parser.parse_args()
-    {"generate": cmd_generate, "build": cmd_build, "search": cmd_search, "coldread": cmd_coldread}[args.cmd](args)
+    {"generate": cmd_generate, "build": cmd_build, "retrofit": cmd_retrofit, "search": cmd_search,
+     "coldread": cmd_coldread}[args.cmd](args)
 
 
 if __name__ == "__main__":
