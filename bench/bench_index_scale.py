@@ -353,7 +353,11 @@ def cmd_search(args: argparse.Namespace) -> None:
     truth = np.load(out / "gt" / f"top100-{args.n}.npz")["i"][:, :10]
     before = proc_status()
     t0 = time.perf_counter()
-    index = FaissIndex.load(dest, rerank_k_factor=0, verify=False)
+    if args.faiss_file:  # a build checkpoint (e.g. the 15.9M build's index after its first 4M rows)
+        index = FaissIndex(faiss.read_index(str(args.faiss_file)), args.factory)
+        assert index.ntotal == args.n, (index.ntotal, args.n)
+    else:
+        index = FaissIndex.load(dest, rerank_k_factor=0, verify=False)
     load_s = time.perf_counter() - t0
     if args.rerank:
         index.attach_rerank([v for v, _ in shard_arrays(out, args.n)], 1)
@@ -446,6 +450,8 @@ def main() -> None:
     q.add_argument("--grid", required=True, help="nprobe:refine_k_factor:rerank_k_factor;... (0 = off)")
     q.add_argument("--rerank", action="store_true", help="attach the float16 shards for exact re-ranking")
     q.add_argument("--single", type=int, default=200)
+    q.add_argument("--faiss-file", type=Path, help="search this Faiss file (a build checkpoint) instead of the tag's index")
+    q.add_argument("--factory", default="", help="with --faiss-file: its factory string")
     q.add_argument("--threads", type=int, default=2)
     c = sub.add_parser("coldread", help="cost of the float16 re-rank from disk")
     c.add_argument("--out", type=Path, default=Path("/work/scale"))

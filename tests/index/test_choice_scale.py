@@ -108,9 +108,9 @@ def embedded(tmp_path: Path, n: int = 6000, dim: int = 32, shard_rows: int = 100
 
 
 def test_index_cli_builds_the_budgeted_design_and_search_uses_it(tmp_path, capsys):
-    kb = embedded(tmp_path)
-    n, dim = 6000, 32
-    budget = 400_000  # Flat (768 kB), or IVF-PQ + the float16 rows (384 kB), do not fit: refine codes
+    n, dim = 6000, 96
+    kb = embedded(tmp_path, n=n, dim=dim)
+    budget = 1_000_000  # Flat (2.3 MB), or IVF-PQ + the float16 rows (1.15 MB), do not fit: refine codes
     expected = choose_index(n, dim, budget)
     assert is_refine(expected.factory)
     assert main(["index", str(kb.root), "--memory-budget", str(budget), "--checkpoint-rows", "2000"]) == 0
