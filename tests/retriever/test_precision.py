@@ -81,7 +81,7 @@ def test_minilm_auto_loads_in_the_resolved_dtype_and_stays_close_to_float32():
     assert a.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     cosines = (a * b).sum(axis=1)
-    assert cosines.min() > 0.995  # bf16 rounding only (mean 0.9997 on the 11,876-document sample)
+    assert cosines.min() > 0.999  # bf16 rounding only (on the 11,876-document sample: mean 0.99996, min 0.9999)
 
 
 @pytest.mark.slow
