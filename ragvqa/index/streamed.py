@@ -95,6 +95,22 @@ def _set_kmeans_iterations(index: Any) -> None:
     ivf.cp.niter = KMEANS_NITER
 
 
+def _release_pages(vectors: Any) -> None:
+    """Unmap an added shard's pages from this process (MADV_DONTNEED on its memory map).
+
+    They are clean file pages, but while mapped they count in the build's RSS and sit on the
+    active list: a 15.9M build otherwise ends up "resident" in all 24.4 GB of shards.
+    """
+    import mmap
+
+    mm = getattr(vectors, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # closed map or a platform without it: only RSS accounting
+            pass
+
+
 def train_and_add(
     shards: list[tuple[np.ndarray, np.ndarray]],
     factory: str,
@@ -181,6 +197,7 @@ def train_and_add(
         vectors, ids = shards[s]
         for lo in range(0, vectors.shape[0], chunk_rows):
             index.add(np.asarray(vectors[lo:lo + chunk_rows], dtype=np.float32), ids[lo:lo + chunk_rows])
+        _release_pages(vectors)
         since += rows[s]
         last = s == len(shards) - 1
         checkpoint = last or since >= checkpoint_rows
