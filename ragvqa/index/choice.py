@@ -57,13 +57,16 @@ IVF_ID_BYTES = 8
 FASTSCAN_SPLIT_PROBES_IMPLEM = 15
 #: Refine design (collections whose float16 embeddings do not fit the memory
 #: budget, e.g. 15.9M docs = 24.4 GB): first-level 4-bit fast-scan residual codes
-#: of this many bytes, re-scored by a finer in-memory 8-bit PQ code of
-#: REFINE_CODE_BYTES (Faiss ``IndexRefine``), no disk reads on the hot path: 64 + 96 + 8 (id) =
-#: 168 B/doc, 2.7 GB at 15.9M docs. The refine code has 8 dims per sub-quantizer:
-#: Faiss encodes 8-bit PQ with SIMD only for 2/4/8/12-dim sub-vectors (PQ128's 6-dim
-#: ones encoded 10x slower: 0.7 ms per vector, a 75-minute add at 15.9M).
-REFINE_BASE_BYTES = 64
-REFINE_CODE_BYTES = 96
+#: re-scored by a finer code held in memory (Faiss ``IndexRefine``); no disk reads on
+#: the hot path. (first-level code bytes, refine code), best ranking first. Recall@10 of
+#: each refine code over the same 1280 candidates (2M prefix, nprobe 128 of 8192; the
+#: candidates hold 0.854): SQ8 0.850, SQ6 0.840, SQ4 0.792, PQ192 0.719, PQ96 0.523.
+#: PQ codes keep 4-, 8- or 16-dim sub-vectors at dim 768: Faiss encodes 6- and 12-dim
+#: ones on a scalar path, 4-10x slower (PQ128: 0.7 ms per vector, a 75-minute add at 15.9M).
+REFINE_LADDER: tuple[tuple[int, str], ...] = (
+    (64, "SQ8"), (64, "SQ6"), (64, "SQ4"), (64, "PQ192"), (32, "PQ192"), (64, "PQ96"), (32, "PQ96"),
+    (16, "PQ96"), (32, "PQ48"), (16, "PQ48"), (8, "PQ48"), (8, "PQ24"),
+)
 #: Candidates the first-level codes return per wanted hit, re-scored by the refine code.
 REFINE_K_FACTOR = 32
 #: HNSW coarse quantizer neighbours for the refine design's many IVF lists
@@ -245,21 +248,22 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
         )
         if resident_bytes(choice, n, dim) <= resident_budget:
             return choice
-    # Too large for the float16 re-rank source to stay in memory: a finer second code in RAM.
+    # Too large for the float16 re-rank source to stay in memory: a second, finer code in RAM
+    # re-scores the first-level candidates. Ordered by how well the code ranks (measured on the
+    # 2M prefix of the 15.9M benchmark, bench/RESULTS-index.md: SQ8 ~ exact, SQ6, SQ4, PQ192,
+    # PQ96); the first that fits the budget (default DEFAULT_MEMORY_BUDGET) wins.
     nlist = nlist_for_refine(n)
-    # Smaller budgets: smaller codes; refine codes keep 8- or 16-dim sub-vectors at dim 768
-    # (Faiss encodes those fast: SIMD / BLAS paths; 6- and 12-dim ones took 4-10x longer).
-    for base_bytes, refine_bytes in ((REFINE_BASE_BYTES, REFINE_CODE_BYTES), (32, 96), (16, 96), (32, 48), (16, 48),
-                                     (8, 48), (8, 24)):
-        if dim % (2 * base_bytes) or dim % refine_bytes:
+    for base_bytes, refine in REFINE_LADDER:
+        code = _code_bytes(refine, dim)
+        if dim % (2 * base_bytes) or (refine.startswith("PQ") and dim % code):
             continue
-        factory = f"IVF{nlist}_HNSW{COARSE_HNSW_M},PQ{2 * base_bytes}x4fsr,Refine(PQ{refine_bytes})"
-        if estimate_bytes(factory, n, dim) <= budget:
+        factory = f"IVF{nlist}_HNSW{COARSE_HNSW_M},PQ{2 * base_bytes}x4fsr,Refine({refine})"
+        if estimate_bytes(factory, n, dim) <= resident_budget:
             return IndexChoice(
                 factory,
                 nprobe=refine_nprobe(nlist),
                 reason=(f"{n} docs: float16 embeddings ({2 * dim * n / 1e9:.1f} GB) exceed the memory budget; "
-                        f"IVF-PQ {base_bytes} B codes + in-memory {refine_bytes} B refine codes, {nlist} lists"),
+                        f"IVF-PQ {base_bytes} B codes + in-memory {refine} refine codes ({code} B), {nlist} lists"),
                 refine_k_factor=REFINE_K_FACTOR,
             )
     raise InputError(

@@ -55,12 +55,16 @@ def test_the_e_vqa_size_gets_in_memory_refine_codes_within_4_gb():
     assert 2 * dim * n > DEFAULT_MEMORY_BUDGET  # 24.4 GB of float16 rows cannot stay cached
     for budget in (None, 4 * 2**30):
         choice = choose_index(n, dim, budget)
+        assert resident_bytes(choice, n, dim) <= (budget or DEFAULT_MEMORY_BUDGET)
         assert is_refine(choice.factory) and "_HNSW" in choice.factory
         assert f"IVF{nlist_for_refine(n)}_" in choice.factory
         assert choice.rerank_k_factor == 0  # no disk reads on the hot path
         assert choice.refine_k_factor and choice.refine_k_factor > 1
         assert choice.nprobe and choice.nprobe >= 16
-        assert resident_bytes(choice, n, dim) <= 4 * 2**30
+    # the finer code that fits wins: SQ4 (456 B/doc) within 8 GiB, PQ192 (264 B/doc) within 4 GiB
+    assert choose_index(n, dim).factory.endswith("Refine(SQ4)")
+    assert choose_index(n, dim, 4 * 2**30).factory.endswith(",PQ128x4fsr,Refine(PQ192)")
+    assert choose_index(n, dim, 16 * 2**30).factory.endswith("Refine(SQ8)")
 
 
 def test_budget_counts_the_float16_rerank_rows():

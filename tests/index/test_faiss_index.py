@@ -177,7 +177,7 @@ def test_hnsw_works(clustered_20k):
         (EXACT_MAX_DOCS, 768, None, "Flat"),
         (1_000_000, 768, None, "IVF1024,PQ128x4fsr"),
         # 24.4 GB of float16 re-rank rows exceed the default 8 GiB: in-memory refine codes (issue 16)
-        (15_900_000, 768, None, "IVF8192_HNSW32,PQ128x4fsr,Refine(PQ96)"),
+        (15_900_000, 768, None, "IVF8192_HNSW32,PQ128x4fsr,Refine(SQ4)"),
         (500_000, 768, 2 * 10**9, "HNSW32"),  # a budget that admits full vectors + graph
         (100_000, 768, 3 * 10**8, "IVF256,PQ128x4fsr"),  # flat (307 MB) + its fp16 rows over budget -> IVF-PQ
         (1_000_000, 768, 1_600 * 10**6, "IVF1024,PQ96x4fsr"),  # 64 B codes + fp16 rows over budget -> 48 B
