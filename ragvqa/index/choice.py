@@ -11,7 +11,11 @@ a memory budget (or named by a Faiss factory string instead):
   sample; ~76 bytes per document at 1M (64 B residual 4-bit fast-scan code,
   8-byte id in the inverted lists, centroids), with exact re-ranking of the
   candidates against the KB's float16 embeddings (memory-mapped). The
-  default for large collections.
+  default for large collections whose float16 embeddings fit the memory budget.
+- ``IVF.._HNSW32,PQ..x4fsr,Refine(CODE)``: when they do not (15.9M docs =
+  24.4 GB), the candidates are re-scored by a second, finer code held in
+  memory (SQ8 / SQ6 / SQ4 / PQ192 / PQ96 ..., the best that fits): no disk
+  reads on the hot path.
 
 Figures: bench/RESULTS-index.md.
 """
