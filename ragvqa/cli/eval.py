@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, help="run directory (default: runs/<dataset>-<profile>)"
     )
     parser.add_argument(
-        "--retrieval-only", action="store_true", help="stop after retrieval metrics"
+        "--retrieval-only", action="store_true",
+        help="stop after retrieval metrics (without --profile: with the retriever the KB was embedded with)",
     )
     parser.add_argument(
         "--bem", help="BEM model dir for E-VQA (default: exact match only, said in the report)"
@@ -67,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--samples", type=int, default=3, help="right and wrong answers shown in the report"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
+    # None: "offline" to answer; with --retrieval-only, the KB's own retriever (as `ragvqa search`).
+    parser.set_defaults(func=run, profile=None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -89,10 +91,11 @@ def run(args: argparse.Namespace) -> int:
         check_k(args.k)
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be 1 or more, not {args.batch_size}")
+    profile = args.profile or (None if args.retrieval_only else "offline")
     gen_config = None
-    if not args.retrieval_only:
-        gen_config = generator_config(get_profile(args.profile), args)
-    out = args.out or Path("runs") / f"{args.dataset}-{args.profile}"
+    if profile is not None and not args.retrieval_only:
+        gen_config = generator_config(get_profile(profile), args)
+    out = args.out or Path("runs") / f"{args.dataset}-{profile or 'kb-retriever'}"
     config = EvalConfig(
         dataset=args.dataset,
         questions=args.questions,
@@ -100,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         kb=args.kb,
         out=out,
         qtypes=args.qtypes,
-        profile=args.profile,
+        profile=profile,
         retriever=args.retriever,
         generator_config=gen_config,
         limit=args.limit,

@@ -75,7 +75,8 @@ class EvalConfig:
         kb: KB directory (embedded with the profile's retriever).
         out: run directory.
         qtypes: InfoSeek question-type JSONL (required for InfoSeek).
-        profile: profile name (``offline``, ``paper``, ...).
+        profile: profile name (``offline``, ``paper``, ...); None only with
+            ``retrieval_only``: the retriever the KB was embedded with.
         retriever: retriever spec overriding the profile's (None: the
             profile's; a profile spec without weights, ``ret2:``, takes the
             checkpoint recorded in the KB).
@@ -99,7 +100,7 @@ class EvalConfig:
     kb: Path | None
     out: Path
     qtypes: Path | None = None
-    profile: str = "offline"
+    profile: str | None = "offline"
     retriever: str | None = None
     generator_config: GeneratorConfig | None = None
     limit: int | None = None
