@@ -5,11 +5,16 @@ Usage (each step resumes where a killed run stopped)::
     # 1. data + exact ground truth in one streamed pass (24.4 GB of float16 at 15.9M)
     OMP_WAIT_POLICY=PASSIVE nice -n 19 .venv/bin/python bench/bench_index_scale.py generate \
         --out /work/scale --n 15900000 --queries 1000
-    # 2. build one design over the first N rows (streamed, checkpointed, resumable)
+    # 2. build one design over the first N rows (streamed, checkpointed, resumable), or
+    #    --follow: start while generate is still writing (training sample from the first shards)
     OMP_WAIT_POLICY=PASSIVE nice -n 19 .venv/bin/python bench/bench_index_scale.py build \
-        --out /work/scale --n 1000000 --factory "IVF4096_HNSW32,PQ64x4fsr,Refine(PQ192)"
-    # 3. search it: recall@10 vs exact, ms/query single and batched, RSS
-    .venv/bin/python bench/bench_index_scale.py search --out /work/scale --n 1000000 --index DIR ...
+        --out /work/scale --n 15900000 --factory "IVF8192_HNSW32,PQ128x4fsr,Refine(SQ4)" --tag sq4
+    #    retrofit: another second code on a trained checkpoint (keeps its k-means)
+    # 3. search it (or a build checkpoint: --faiss-file): recall@10 vs exact, ms/query, RSS
+    .venv/bin/python bench/bench_index_scale.py search --out /work/scale --n 15900000 --tag sq4 \
+        --grid "256:128:0"      # nprobe:refine_k_factor:float16_rerank_k_factor;...
+    # 4. what the float16 re-rank costs from disk
+    .venv/bin/python bench/bench_index_scale.py coldread --out /work/scale --n 15900000 --rows 640
 
 Data (:class:`ragvqa`'s bench ``ClusteredSource``, stated here so the numbers can be
 reproduced): each vector = shared mean direction + one of ``--clusters`` Gaussian
@@ -350,11 +355,13 @@ def cmd_search(args: argparse.Namespace) -> None:
     dest = index_dir(out, args.n, args.tag)
     logf = out / f"search-{args.n}-{args.tag}.log"
     queries = np.load(out / "gt" / "queries.npy")
-    truth = np.load(out / "gt" / f"top100-{args.n}.npz")["i"][:, :10]
+    truth, keep = prefix_truth(out, args.n)
+    queries = queries[keep]
     before = proc_status()
     t0 = time.perf_counter()
     if args.faiss_file:  # a build checkpoint (e.g. the 15.9M build's index after its first 4M rows)
-        index = FaissIndex(faiss.read_index(str(args.faiss_file)), args.factory)
+        raw = faiss.read_index(str(args.faiss_file))
+        index = FaissIndex(raw, args.factory, ids=np.arange(raw.ntotal, dtype=np.int64))
         assert index.ntotal == args.n, (index.ntotal, args.n)
     else:
         index = FaissIndex.load(dest, rerank_k_factor=0, verify=False)
@@ -389,6 +396,30 @@ def cmd_search(args: argparse.Namespace) -> None:
         for row in rows:
             fh.write(json.dumps({**row, "tag": args.tag, "at": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
                                  "threads": args.threads}) + "\n")
+
+
+def prefix_truth(out: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-10 ids over the first ``n`` rows, and which queries have it.
+
+    From the saved snapshot when there is one; otherwise from the full set's top-100
+    restricted to ids < n: any row below n missing from the full top-100 scores below all
+    of it, so the first 10 survivors ARE the prefix's top-10 (queries with fewer than 10
+    survivors are left out and counted).
+    """
+    snap = out / "gt" / f"top100-{n}.npz"
+    if snap.is_file():
+        ids = np.load(snap)["i"]
+        return ids[:, :10], np.ones(ids.shape[0], bool)
+    full = sorted(out.glob("gt/top100-*.npz"), key=lambda p: int(p.stem.split("-")[1]))[-1]
+    ids = np.load(full)["i"]
+    truth = np.full((ids.shape[0], 10), -1, np.int64)
+    keep = np.zeros(ids.shape[0], bool)
+    for q in range(ids.shape[0]):
+        below = ids[q][ids[q] < n]
+        if below.size >= 10:
+            truth[q], keep[q] = below[:10], True
+    log(out / "search.log", f"prefix {n}: ground truth from {full.name} for {int(keep.sum())} of {ids.shape[0]} queries")
+    return truth[keep], keep
 
 
 def cmd_coldread(args: argparse.Namespace) -> None:
