@@ -446,11 +446,15 @@ def test_cli_truncated_bz2_in_a_subprocess(tmp_path):
 
 
 def test_cli_sample_and_next_step(tmp_path, capsys):
-    code = main(["build-kb", "--sample", "--out", str(tmp_path / "kb"), "--no-progress"])
+    # --no-vital: the dump sample alone (the default adds the vital articles: test_multi_source.py)
+    code = main(["build-kb", "--sample", "--no-vital", "--out", str(tmp_path / "kb"), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0
     assert "built (mediawiki, sections protocol)" in out
-    assert f"ragvqa embed {tmp_path / 'kb'} --retriever text:minilm" in out
+    assert f"ragvqa embed {tmp_path / 'kb'} --retriever visual:minilm (the offline profile)" in out
+    # --vital / --no-vital only choose what the sample holds
+    assert main(["build-kb", "--wiki", "x", "--no-vital", "--out", str(tmp_path / "kb3")]) == 2
+    assert "--vital / --no-vital choose what the bundled sample holds" in capsys.readouterr().err
     assert sorted(DOCUMENT_COLUMNS) == sorted(pq.read_schema(tmp_path / "kb" / "documents" / "part-00000.parquet").names)
     with pytest.raises(SystemExit):
         main(["build-kb", "--sample", "--wiki", "x", "--out", str(tmp_path / "kb2")])
