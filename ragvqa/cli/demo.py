@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -151,12 +152,40 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.share and getattr(app, "share_url", None):
             print(f"Public link: {app.share_url}", file=sys.stderr)
+        # Ctrl-C (SIGINT) and SIGTERM both stop the demo, whatever handler a
+        # library installed while the models loaded.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         while app.is_running:
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
-        app.close()
-        pipeline.close()
-    print("Demo stopped.", file=sys.stderr)
+        stopped = _close_within([app.close, pipeline.close], CLOSE_TIMEOUT_S)
+    print("Demo stopped." if stopped else
+          f"Demo stopped (the web server had not closed its connections after {CLOSE_TIMEOUT_S:.0f} s; "
+          "left to the exit).", file=sys.stderr)
+    if not stopped:
+        # A thread still blocked in the web server would hold the interpreter's exit.
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+#: Seconds the web server and the models get to shut down after Ctrl-C.
+CLOSE_TIMEOUT_S = 15.0
+
+
+def _close_within(closers: list, timeout_s: float) -> bool:
+    """Run the shutdown calls in a daemon thread; False if they have not
+    returned within ``timeout_s`` (e.g. a client keeps a connection open)."""
+    import threading
+
+    def close_all() -> None:
+        for close in closers:
+            close()
+
+    worker = threading.Thread(target=close_all, name="ragvqa-demo-close", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return not worker.is_alive()

@@ -56,3 +56,17 @@ def test_demo_modules_import_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_shutdown_is_bounded_when_a_close_call_hangs():
+    """Ctrl-C must stop the demo even if the web server waits on a connection that never closes."""
+    import threading
+
+    from ragvqa.cli.demo import _close_within
+
+    calls: list[str] = []
+    release = threading.Event()
+    assert _close_within([lambda: calls.append("app"), lambda: calls.append("pipeline")], 5.0)
+    assert calls == ["app", "pipeline"]
+    assert not _close_within([release.wait], 0.2)  # still blocked after 0.2 s: reported, not waited for
+    release.set()
