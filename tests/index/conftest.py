@@ -163,3 +163,13 @@ def small_kb(tmp_path: Path) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+@pytest.fixture()
+def faiss_one_thread():
+    """Faiss on one OpenMP thread for the test (results do not depend on the box's load)."""
+    faiss = pytest.importorskip("faiss")
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

@@ -28,12 +28,7 @@ faiss = pytest.importorskip("faiss")
 RETRIEVER = {"name": "test:vectors", "config_hash": "c", "weights_sha256": "w", "spec": "test:vectors"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 @pytest.mark.parametrize(("text", "expected"), [

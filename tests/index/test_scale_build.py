@@ -58,12 +58,7 @@ def write_shards(root: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 def test_a_killed_build_resumes_to_the_same_index(tmp_path):
