@@ -8,6 +8,7 @@ it to ``KB_DIR/index``. :func:`load_index` opens it (files verified).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -75,6 +76,7 @@ def build_from_arrays(
     refine_k_factor: int | None = None,
     seed: int = 0,
     work_dir: Path | None = None,
+    work_source: str | None = None,
     checkpoint_rows: int | None = None,
 ) -> FaissIndex:
     """Build an index from (vectors (n, D) float16/float32, ids (n,)) pairs.
@@ -84,7 +86,8 @@ def build_from_arrays(
     memory besides the index. ``rerank_k_factor`` None = the choice's factor
     (``RERANK_K_FACTOR`` for PQ indexes given by factory string), off otherwise
     (re-ranking reads the given shards). ``work_dir`` (CPU builds): checkpoint
-    there and resume a killed build (:func:`ragvqa.index.streamed.train_and_add`).
+    there and resume a killed build (:func:`ragvqa.index.streamed.train_and_add`), only
+    if ``work_source`` (the vectors' identity) matches the checkpoint's.
     """
 
     n = sum(v.shape[0] for v, _ in shards)
@@ -103,7 +106,7 @@ def build_from_arrays(
     if work_dir is not None and not gpu:
         from ragvqa.index.streamed import CHECKPOINT_ROWS, train_and_add
 
-        index = train_and_add(shards, choice.factory, work_dir, seed=seed,
+        index = train_and_add(shards, choice.factory, work_dir, seed=seed, source=work_source,
                               checkpoint_rows=checkpoint_rows or CHECKPOINT_ROWS)
     else:
         index = FaissIndex.create(dim, choice.factory)
@@ -155,6 +158,13 @@ def _train_and_add_in_memory(index: FaissIndex, shards: list[tuple[np.ndarray, n
             index.add(chunk, ids[lo:lo + ADD_CHUNK_ROWS])
 
 
+def embeddings_source(manifest: dict[str, Any]) -> str:
+    """The identity of a KB's embeddings (retriever, documents digest, compute
+    dtype) as a string: the key a checkpointed index build resumes under."""
+    return json.dumps({k: manifest.get(k) for k in ("retriever", "documents", "compute_dtype")},
+                      sort_keys=True, default=str)
+
+
 def build_index(
     kb_dir: str | Path | KBDir,
     *,
@@ -202,6 +212,8 @@ def build_index(
             shards, factory=factory, memory_budget_bytes=memory_budget_bytes, use_gpu=use_gpu,
             shard_gpus=shard_gpus, nprobe=nprobe, ef_search=ef_search, rerank_k_factor=rerank_k_factor,
             work_dir=work_dir, checkpoint_rows=checkpoint_rows,
+            # A checkpoint of other embeddings (re-embedded, same shard sizes) must not be resumed.
+            work_source=embeddings_source(manifest),
         )
     index.params["retriever"] = manifest.get("retriever")
     index.params["embeddings_dtype"] = manifest.get("dtype")

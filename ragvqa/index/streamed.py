@@ -116,6 +116,7 @@ def train_and_add(
     work_dir: Path,
     *,
     seed: int = 0,
+    source: str | None = None,
     checkpoint_rows: int = CHECKPOINT_ROWS,
     chunk_rows: int = ADD_CHUNK_ROWS,
     on_progress: Callable[[dict[str, Any]], None] | None = None,
@@ -129,6 +130,9 @@ def train_and_add(
         work_dir: checkpoint directory (created; a matching checkpoint there is resumed,
             a non-matching one is discarded).
         seed: training-sample seed.
+        source: identity of the vectors (e.g. the embeddings' retriever and
+            documents digest): a checkpoint made from other vectors with the
+            same shard sizes is discarded, not resumed.
         checkpoint_rows: rows added between checkpoints (the last shard always checkpoints).
         chunk_rows: rows converted to float32 at a time.
         on_progress: called after each shard with ``{"shards_done", "ntotal", "seconds", "checkpoint"}``.
@@ -145,7 +149,7 @@ def train_and_add(
     dim = int(shards[0][0].shape[1])
     rows = [int(v.shape[0]) for v, _ in shards]
     n = sum(rows)
-    want = {"factory": factory, "dim": dim, "shard_rows": rows, "seed": seed}
+    want = {"factory": factory, "dim": dim, "shard_rows": rows, "seed": seed, "source": source}
     progress_path = work_dir / PROGRESS_FILE
     progress: dict[str, Any] | None = None
     if progress_path.is_file():
@@ -154,7 +158,7 @@ def train_and_add(
         except (OSError, ValueError):
             progress = None
         if not isinstance(progress, dict) or any(progress.get(k) != v for k, v in want.items()):
-            logger.info("discarding index build checkpoint in %s (other shards or factory)", work_dir)
+            logger.info("discarding index build checkpoint in %s (other vectors, shards or factory)", work_dir)
             shutil.rmtree(work_dir, ignore_errors=True)
             work_dir.mkdir(parents=True)
             progress = None

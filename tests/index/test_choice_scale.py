@@ -133,6 +133,7 @@ def test_build_index_resumes_from_a_left_over_checkpoint(tmp_path):
     first = build_index(kb.root, factory=factory, checkpoint_rows=1000)
     # A build that dies after 4 of 6 shards leaves its work dir behind (the kill itself, a real
     # SIGKILL, is tests/index/test_scale_build.py; here the crash is an exception).
+    from ragvqa.index.builder import embeddings_source
     from ragvqa.index.shards import iter_embedding_shards
     from ragvqa.index.streamed import train_and_add
 
@@ -145,7 +146,7 @@ def test_build_index_resumes_from_a_left_over_checkpoint(tmp_path):
 
     with pytest.raises(Crash):
         train_and_add(list(iter_embedding_shards(kb)), factory, kb.root / BUILD_WORK_DIR, checkpoint_rows=1000,
-                      on_progress=crash_after_4)
+                      on_progress=crash_after_4, source=embeddings_source(kb.embeddings_manifest))
     resumed = build_index(kb.root, factory=factory, checkpoint_rows=1000)
     assert resumed.params["resumed_from_shard"] == 4
     assert bytes(faiss.serialize_index(resumed.index)) == bytes(faiss.serialize_index(first.index))

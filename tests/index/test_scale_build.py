@@ -128,3 +128,14 @@ def test_build_from_arrays_with_a_work_dir_saves_and_loads_the_refine_index(tmp_
     s_loaded, ids_loaded = loaded.search(queries, 3)
     np.testing.assert_array_equal(ids_loaded, ids)
     assert (ids[:, 0] == shards[4][1][:20]).mean() >= 0.9
+
+
+def test_a_checkpoint_of_other_vectors_is_discarded(tmp_path):
+    """Same shard sizes, other embeddings (a re-embedded KB): the checkpoint is not resumed."""
+    shards = write_shards(tmp_path / "data")
+    work = tmp_path / "work"
+    train_and_add(shards, FACTORY, work, checkpoint_rows=ROWS, source="retriever A")
+    same = train_and_add(shards, FACTORY, work, checkpoint_rows=ROWS, source="retriever A")
+    assert same.params["resumed_from_shard"] == SHARDS  # the same vectors: everything was already added
+    other = train_and_add(shards, FACTORY, work, checkpoint_rows=ROWS, source="retriever B")
+    assert other.params["resumed_from_shard"] == 0 and other.ntotal == SHARDS * ROWS
