@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ragvqa.cli.common import add_memory_budget
 from ragvqa.errors import InputError
 from ragvqa.kb.sources.base import FORMATS as SOURCE_FORMATS
 
@@ -72,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     emb.add_argument("--batch-size", type=int, default=64, help="embedding batch size")
     emb.add_argument("--device", default="cpu", help="embedding device (cpu, cuda)")
     emb.add_argument("--index-factory", metavar="FACTORY", help="Faiss index factory string (default: chosen by size)")
+    add_memory_budget(emb)
     p.set_defaults(func=run)
 
 
@@ -137,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
         batch_size=args.batch_size,
         index_factory=args.index_factory,
+        memory_budget_bytes=args.memory_budget,
         ray_address=args.ray_address,
         device=args.device,
         dtype=args.dtype,

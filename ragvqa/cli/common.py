@@ -55,6 +55,24 @@ def generator_config(profile: Any, args: argparse.Namespace) -> Any:
     return replace(profile.generator, **changes) if changes else None
 
 
+def add_memory_budget(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--memory-budget SIZE``: the resident memory searching may use; it picks the index design."""
+    p.add_argument("--memory-budget", metavar="SIZE", type=memory_size,
+                   help="resident memory for searching the index, e.g. 4G, 4GiB, 500M (default 8 GiB); "
+                        "picks the index design (docs/index.md); ignored with --index-factory")
+
+
+def memory_size(text: str) -> int:
+    """argparse type: a size in bytes (``4G``, ``4GiB``, ``500M``; see :func:`ragvqa.index.choice.parse_bytes`)."""
+    from ragvqa.errors import InputError
+    from ragvqa.index.choice import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def progress_printer(args: argparse.Namespace) -> Callable[[str], None]:
     """Where the assembler's "loading ..." lines go.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ragvqa.cli.common import add_memory_budget
 from ragvqa.errors import InputError
 
 
@@ -32,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="retriever compute precision (default auto: bfloat16 on GPUs and, for text/visual:minilm, "
                    "on CPUs with native bfloat16, else float32; vectors are stored as float16 anyway)")
     p.add_argument("--index-factory", metavar="STR", help="Faiss index factory string (default: chosen from the KB size)")
+    add_memory_budget(p)
     p.add_argument("--force", action="store_true", help="delete embeddings/ and index/ made by another retriever and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
         batch_size=args.batch_size,
         index_factory=args.index_factory,
+        memory_budget_bytes=args.memory_budget,
         ray_address=args.ray_address,
         device=args.device,
         dtype=args.dtype,

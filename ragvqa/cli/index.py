@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ragvqa.cli.common import add_memory_budget
 from ragvqa.errors import InputError
 
 
@@ -20,21 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("kb_dir", metavar="KB_DIR", help="a KB directory embedded by ragvqa embed")
-    p.add_argument("--memory-budget", metavar="SIZE", type=_size,
-                   help="resident memory for searching, e.g. 4G, 4GiB, 500M, 4000000000 (default: 8 GiB for the choice)")
+    add_memory_budget(p)
     p.add_argument("--index-factory", metavar="STR", help="Faiss index factory string (overrides the choice)")
     p.add_argument("--nprobe", type=int, metavar="N", help="IVF lists probed per query (default: the choice's)")
     p.add_argument("--checkpoint-rows", type=int, metavar="N", help="rows added between checkpoints (default 2,000,000)")
     p.set_defaults(func=run)
-
-
-def _size(text: str) -> int:
-    from ragvqa.index.choice import parse_bytes
-
-    try:
-        return parse_bytes(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -198,15 +198,28 @@ def build_index(
     Returns:
         the built index (also saved).
     Raises:
-        KnowledgeBaseError: no embeddings, embedding still in progress, or a
-            damaged embedding shard; a write error (disk full) as one line.
+        KnowledgeBaseError: no embeddings, embedding still in progress, a
+            damaged embedding shard, another build of this KB running; a
+            write error (disk full) as one line.
     """
     kb = as_kb_dir(kb_dir)
     manifest = kb.require_embedded()
     if kb.tokens_per_document() > 1:
         return build_late_index(kb, factory=factory, nprobe=nprobe)
-    shards = list(iter_embedding_shards(kb, verify=True))
+    from ragvqa.index.streamed import build_lock
+
     work_dir = kb.root / BUILD_WORK_DIR
+    # One build per KB at a time, from the checkpoints to the saved index/ (KB_DIR/.index-build.lock).
+    with build_lock(work_dir):
+        return _build_and_save(kb, manifest, work_dir, factory=factory, memory_budget_bytes=memory_budget_bytes,
+                               use_gpu=use_gpu, shard_gpus=shard_gpus, nprobe=nprobe, ef_search=ef_search,
+                               rerank_k_factor=rerank_k_factor, checkpoint_rows=checkpoint_rows)
+
+
+def _build_and_save(kb: KBDir, manifest: dict[str, Any], work_dir: Path, *, factory: str | None,
+                    memory_budget_bytes: int | None, use_gpu: bool | None, shard_gpus: bool, nprobe: int | None,
+                    ef_search: int | None, rerank_k_factor: int | None, checkpoint_rows: int | None) -> FaissIndex:
+    shards = list(iter_embedding_shards(kb, verify=True))
     with kb.writing(rerun=kb.embed_command()):
         index = build_from_arrays(
             shards, factory=factory, memory_budget_bytes=memory_budget_bytes, use_gpu=use_gpu,

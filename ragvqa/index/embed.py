@@ -387,6 +387,7 @@ def embed_and_index(
     engine: str = "local",
     batch_size: int = 64,
     index_factory: str | None = None,
+    memory_budget_bytes: int | None = None,
     ray_address: str | None = None,
     device: str = "cpu",
     force: bool = False,
@@ -402,6 +403,10 @@ def embed_and_index(
     (about twice as fast) and, for MiniLM-based retrievers, on CPUs with
     native bfloat16 (1.7x); float32 otherwise. Vectors are stored as float16
     either way.
+
+    ``memory_budget_bytes``: the resident memory searching may use, which
+    picks the index design (:func:`ragvqa.index.choice.choose_index`; None:
+    its default); ignored when ``index_factory`` is given.
 
     Returns:
         ``{"embed": <embed_kb summary>, "index": {"ntotal", "dim", "factory"}}``.
@@ -421,7 +426,7 @@ def embed_and_index(
         force=force,
         ray_options=ray_options,
     )
-    index = build_index(kb, factory=index_factory)
+    index = build_index(kb, factory=index_factory, memory_budget_bytes=memory_budget_bytes)
     return {
         "embed": summary,
         "index": {

@@ -162,6 +162,28 @@ def test_index_cli_refuses_a_bad_budget(tmp_path, capsys):
     assert "no index fits" in capsys.readouterr().err
 
 
+def test_a_second_index_build_of_one_kb_is_refused_while_the_first_runs(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    kb = embedded(tmp_path, n=2000)
+    holder = subprocess.Popen(  # another process inside a build of this KB (it holds the build lock)
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from ragvqa.index.streamed import build_lock\n"
+         "with build_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)",
+         str(kb.root / BUILD_WORK_DIR)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert main(["index", str(kb.root)]) == 2
+        err = capsys.readouterr().err
+        assert f"another index build is running in {kb.root / BUILD_WORK_DIR}" in err and "rerun" in err
+        assert not kb.index_dir.exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert main(["index", str(kb.root)]) == 0  # the kernel released the killed holder's lock
+    assert load_index(kb.root).ntotal == 2000
+
+
 def test_gpu_memory_plan_for_the_e_vqa_kb():
     from ragvqa.index.gpu import GPU_TEMP_BYTES, gpu_memory_plan
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ragvqa.errors import KnowledgeBaseError
 from ragvqa.index.builder import build_from_arrays
 from ragvqa.index.faiss_index import FaissIndex
 from ragvqa.index.streamed import PARTIAL_FILE, PROGRESS_FILE, TRAINED_FILE, train_and_add
@@ -79,6 +80,11 @@ def test_a_killed_build_resumes_to_the_same_index(tmp_path):
             assert child.poll() is None, "the build process died before its checkpoint"
             assert time.monotonic() < deadline, "the build process never reached its checkpoint"
             time.sleep(0.05)
+        # While it builds there, a second build in the same work dir stops at once and touches nothing.
+        before = {f: (work / f).read_bytes() for f in (PROGRESS_FILE, PARTIAL_FILE)}
+        with pytest.raises(KnowledgeBaseError, match="another index build is running in .*work.lock"):
+            train_and_add(shards, FACTORY, work, checkpoint_rows=ROWS)
+        assert {f: (work / f).read_bytes() for f in before} == before
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
     finally:
@@ -89,7 +95,7 @@ def test_a_killed_build_resumes_to_the_same_index(tmp_path):
     assert progress["shards_done"] == 3 and progress["ntotal"] == 3 * ROWS
     assert (work / TRAINED_FILE).is_file() and (work / PARTIAL_FILE).is_file()
 
-    resumed = train_and_add(shards, FACTORY, work, checkpoint_rows=ROWS)
+    resumed = train_and_add(shards, FACTORY, work, checkpoint_rows=ROWS)  # the kernel dropped the dead build's lock
     assert resumed.params["resumed_from_shard"] == 3
     assert resumed.ntotal == ref.ntotal
     np.testing.assert_array_equal(resumed.ids, ref.ids)

@@ -464,12 +464,23 @@ def test_cli_sample_and_next_step(tmp_path, capsys):
 def test_cli_build_then_embed_with_the_offline_retriever(tmp_path, capsys):
     source = write_evqa(tmp_path / "kb.json", EVQA_ENTRIES)
     out = tmp_path / "kb"
-    code = main(["build-kb", "--wiki", str(source), "--out", str(out), "--retriever", "text:minilm", "--no-progress"])
+    code = main(["build-kb", "--wiki", str(source), "--out", str(out), "--retriever", "text:minilm", "--no-progress",
+                 "--memory-budget", "1G"])
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "embedded with text:minilm and indexed: 8 vectors of dim 384" in printed
     emb = json.loads((out / "embeddings" / "manifest.json").read_text())
     assert emb["status"] == "complete" and emb["dim"] == 384
+    params = json.loads((out / "index" / "params.json").read_text())
+    assert params["memory_budget_bytes"] == 10**9 and params["factory"] == "Flat"
+    # A budget no index fits (8 x 384 float32 = 12 KB) is refused after embedding, which is kept:
+    # the rerun with a workable budget only builds the index.
+    assert main(["embed", str(out), "--retriever", "text:minilm", "--no-progress", "--memory-budget", "1000"]) == 2
+    assert "no index fits 1000 bytes for 8 vectors of dim 384" in capsys.readouterr().err
+    assert main(["embed", str(out), "--retriever", "text:minilm", "--no-progress", "--memory-budget", "20K"]) == 0
+    assert "0 shards now, 1 already done" in capsys.readouterr().out  # embedding was kept
+    params = json.loads((out / "index" / "params.json").read_text())
+    assert params["memory_budget_bytes"] == 20_000 and params["factory"] == "Flat"
 
 
 def test_resume_across_the_files_of_a_directory(tmp_path, monkeypatch):
