@@ -13,6 +13,9 @@ Usage (each step resumes where a killed run stopped)::
     # 3. search it (or a build checkpoint: --faiss-file): recall@10 vs exact, ms/query, RSS
     .venv/bin/python bench/bench_index_scale.py search --out /work/scale --n 15900000 --tag sq4 \
         --grid "256:128:0"      # nprobe:refine_k_factor:float16_rerank_k_factor;...
+    #    ranking quality of candidate second codes, apart from the first level
+    .venv/bin/python bench/bench_index_scale.py codes --out /work/scale --n 2000000 \
+        --codes "SQ4;PQ192;OPQ192,PQ192"
     # 4. what the float16 re-rank costs from disk
     .venv/bin/python bench/bench_index_scale.py coldread --out /work/scale --n 15900000 --rows 640
 
@@ -334,6 +337,57 @@ def cmd_retrofit(args: argparse.Namespace) -> None:
     log(out / f"build-{args.n}-{args.tag}.log", f"retrofit {args.factory}: {params['retrofit']}")
 
 
+def cmd_recode(args: argparse.Namespace) -> None:
+    """The same first level with another second code: load the refine index built as ``--from-tag``,
+    train ``--refine`` on a sample of the first ``--train-shards`` shards (i.i.d. draws of the
+    generator), encode all ``--n`` rows with it and save the result as ``--tag``. The index equals
+    a build of that factory sharing the first level's training (a refine code is a per-vector
+    encoding in insertion order), for the cost of the encoding only."""
+    import re
+
+    import faiss
+
+    from ragvqa.index.builder import sample_rows
+    from ragvqa.index.faiss_index import FaissIndex
+
+    faiss.omp_set_num_threads(args.threads)
+    out: Path = args.out
+    logf = out / f"build-{args.n}-{args.tag}.log"
+    old = FaissIndex.load(index_dir(out, args.n, args.from_tag), rerank_k_factor=0, verify=False)
+    outer = faiss.downcast_index(old.index)
+    assert isinstance(outer, faiss.IndexRefine), f"{old.factory} has no second code"
+    base = faiss.clone_index(outer.base_index)  # a copy, so the old index (and its codes) can go
+    ids, params, factory = old.ids.copy(), dict(old.params), old.factory
+    del outer, old
+    shards = shard_arrays(out, args.n)
+    t0 = time.perf_counter()
+    sample = sample_rows([v for v, _ in shards[:args.train_shards]], args.train_points, seed=0)
+    refine = faiss.index_factory(DIM, args.refine, faiss.METRIC_INNER_PRODUCT)
+    inner = faiss.downcast_index(refine.index if isinstance(refine, faiss.IndexPreTransform) else refine)
+    if isinstance(inner, faiss.IndexPQ):
+        inner.do_polysemous_training = False  # as the builder does
+    refine.train(sample)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for vectors, _ in shards:
+        for lo in range(0, vectors.shape[0], 65_536):
+            refine.add(np.asarray(vectors[lo:lo + 65_536], dtype=np.float32))
+    add_s = time.perf_counter() - t0
+    assert refine.ntotal == base.ntotal == ids.size
+    new_factory = re.sub(r"Refine\(.*\)$", f"Refine({args.refine})", factory)
+    keep = ("nprobe", "refine_k_factor", "reason", "train_seconds", "add_seconds", "train_points")
+    index = FaissIndex(faiss.IndexRefine(base, refine), new_factory, ids=ids,
+                       params={k: params[k] for k in keep if k in params})
+    index.params.update(rerank_k_factor=0, recoded_from=factory, recode_train_seconds=round(train_s, 1),
+                        recode_add_seconds=round(add_s, 1), recode_train_points=int(sample.shape[0]))
+    index.set_search_params(nprobe=params.get("nprobe"), refine_k_factor=params.get("refine_k_factor"))
+    dest = index_dir(out, args.n, args.tag)
+    index.save(dest)
+    rss, hwm = rss_mb()
+    log(logf, f"recoded {factory} -> {new_factory}: train {train_s:.0f}s ({sample.shape[0]} rows), encode {add_s:.0f}s; "
+              f"index {(dest / 'index.faiss').stat().st_size} B; peak RSS {hwm:.0f} MB")
+
+
 def proc_status() -> dict[str, float]:
     """VmRSS, VmHWM, RssAnon, RssFile of this process in MB."""
     out = {}
@@ -422,6 +476,86 @@ def prefix_truth(out: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     return truth[keep], keep
 
 
+def exact_candidates(queries: np.ndarray, shards: list[tuple[np.ndarray, np.ndarray]], c: int) -> np.ndarray:
+    """Each query's exact top-``c`` row numbers (descending inner product) over the shards' float16 rows: (Q, c)."""
+    best_d = np.full((queries.shape[0], c), -np.inf, np.float32)
+    best_i = np.full((queries.shape[0], c), -1, np.int64)
+    base = 0
+    for vectors, _ in shards:
+        x = np.asarray(vectors, dtype=np.float32)
+        scores = queries @ x.T
+        part = np.argpartition(-scores, c - 1, axis=1)[:, :c]
+        best_d, best_i = merge_topk(best_d, best_i, np.take_along_axis(scores, part, 1), part + base, c)
+        base += x.shape[0]
+        del x, scores
+    return best_i
+
+
+def cmd_codes(args: argparse.Namespace) -> None:
+    """How well each second (refine) code ranks, apart from the first level: each query's exact top-C
+    rows over the first ``--n`` are re-scored with the code's reconstruction (``sa_encode`` /
+    ``sa_decode``: the inner products ``IndexRefine`` computes) and the top 10 compared with the exact
+    top 10. With exact candidates the ceiling is 1.0, so the figure is the code's own ranking loss
+    among the hardest distractors; the first level's candidate recall (``search``) multiplies on top.
+    Also times training and encoding (what adding 15.9M rows with that code costs)."""
+    import faiss
+
+    from ragvqa.index.builder import sample_rows
+
+    faiss.omp_set_num_threads(args.threads)
+    out: Path = args.out
+    logf = out / f"codes-{args.n}.log"
+    truth, keep = prefix_truth(out, args.n)
+    queries = np.load(out / "gt" / "queries.npy")[keep][:args.queries]
+    truth = truth[:args.queries]
+    shards = shard_arrays(out, args.n)
+    t0 = time.perf_counter()
+    cand = exact_candidates(queries, shards, args.candidates)
+    exact_top = cand[:, :10]
+    agree = np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(exact_top, truth, strict=True)])
+    log(logf, f"codes over {args.n} rows, {len(queries)} queries, exact top-{args.candidates} in "
+              f"{time.perf_counter() - t0:.0f}s (its top-10 vs the ground truth: {agree:.4f}); load {os.getloadavg()[0]:.2f}")
+    ids = np.unique(cand)
+    rows_per = shards[0][0].shape[0]
+    x = np.empty((ids.size, DIM), np.float32)
+    for j, i in enumerate(ids):  # sorted: sequential-ish reads
+        x[j] = shards[i // rows_per][0][i % rows_per]
+    where = np.searchsorted(ids, cand)  # (Q, C) rows of x
+    train = sample_rows([v for v, _ in shards], args.train_points, seed=0)
+    cutoffs = sorted({int(c) for c in args.cutoffs.split(",")} | {args.candidates})
+    for spec in args.codes.split(";"):
+        code = faiss.index_factory(DIM, spec, faiss.METRIC_INNER_PRODUCT)
+        inner = faiss.downcast_index(code.index if isinstance(code, faiss.IndexPreTransform) else code)
+        if isinstance(inner, faiss.IndexPQ):
+            inner.do_polysemous_training = False  # as the builder does
+        if isinstance(code, faiss.IndexPreTransform):
+            for t in range(code.chain.size()):
+                opq = faiss.downcast_VectorTransform(code.chain.at(t))
+                if isinstance(opq, faiss.OPQMatrix):
+                    opq.niter = args.opq_iterations  # Faiss' default 50 took > 10 min for 768-d here
+        t1 = time.perf_counter()
+        code.train(train)
+        train_s = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        codes = code.sa_encode(x)
+        encode_us = (time.perf_counter() - t1) / x.shape[0] * 1e6
+        dec = code.sa_decode(codes)
+        del codes
+        row = {"n": args.n, "code": spec, "bytes": int(code.sa_code_size()), "train_s": round(train_s, 1),
+               "encode_us_per_vec": round(encode_us, 2), "queries": len(queries), "load1": round(os.getloadavg()[0], 2)}
+        for c in cutoffs:
+            hits = 0
+            for q in range(len(queries)):
+                scores = dec[where[q, :c]] @ queries[q]
+                top = cand[q, :c][np.argsort(-scores, kind="stable")[:10]]
+                hits += len(set(top.tolist()) & set(exact_top[q].tolist()))
+            row[f"recall10_top{c}"] = round(hits / (10 * len(queries)), 4)
+        log(logf, json.dumps(row))
+        with open(out / "codes.jsonl", "a") as fh:
+            fh.write(json.dumps({**row, "at": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()),
+                                 "threads": args.threads}) + "\n")
+
+
 def cmd_coldread(args: argparse.Namespace) -> None:
     """What the float16 re-rank costs when its rows are not in memory: random rows read from the shards
     after evicting them from the page cache (posix_fadvise DONTNEED), per query of ``--rows`` rows."""
@@ -474,6 +608,15 @@ def main() -> None:
     r.add_argument("--factory", required=True)
     r.add_argument("--refine", required=True, help="PQ<m>, 8-bit")
     r.add_argument("--threads", type=int, default=2)
+    e = sub.add_parser("recode", help="a built refine index's first level with another second code")
+    e.add_argument("--out", type=Path, default=Path("/work/scale"))
+    e.add_argument("--n", type=int, required=True)
+    e.add_argument("--from-tag", required=True)
+    e.add_argument("--tag", required=True)
+    e.add_argument("--refine", required=True, help="factory string of the second code, e.g. PQ192, SQ4")
+    e.add_argument("--train-points", type=int, default=65_536)
+    e.add_argument("--train-shards", type=int, default=4)
+    e.add_argument("--threads", type=int, default=2)
     q = sub.add_parser("search", help="recall / latency / memory of a built index over a parameter grid")
     q.add_argument("--out", type=Path, default=Path("/work/scale"))
     q.add_argument("--n", type=int, required=True)
@@ -484,14 +627,25 @@ def main() -> None:
     q.add_argument("--faiss-file", type=Path, help="search this Faiss file (a build checkpoint) instead of the tag's index")
     q.add_argument("--factory", default="", help="with --faiss-file: its factory string")
     q.add_argument("--threads", type=int, default=2)
+    k = sub.add_parser("codes", help="ranking quality of second (refine) codes on exact candidates, apart from the first level")
+    k.add_argument("--out", type=Path, default=Path("/work/scale"))
+    k.add_argument("--n", type=int, required=True)
+    k.add_argument("--codes", default="SQ8;SQ4;PQ192;OPQ192,PQ192;PCAR192,SQ8;PCAR384,SQ4",
+                   help="Faiss factory strings of the codes, ';'-separated")
+    k.add_argument("--queries", type=int, default=300)
+    k.add_argument("--candidates", type=int, default=1280, help="exact top-C re-scored per query")
+    k.add_argument("--cutoffs", default="40,320", help="also re-score only the exact top-c for these c")
+    k.add_argument("--train-points", type=int, default=65_536)
+    k.add_argument("--opq-iterations", type=int, default=10, help="OPQ rotation iterations (Faiss default 50)")
+    k.add_argument("--threads", type=int, default=2)
     c = sub.add_parser("coldread", help="cost of the float16 re-rank from disk")
     c.add_argument("--out", type=Path, default=Path("/work/scale"))
     c.add_argument("--n", type=int, required=True)
     c.add_argument("--rows", type=int, default=640)
     c.add_argument("--trials", type=int, default=5)
     args = parser.parse_args()
-    {"generate": cmd_generate, "build": cmd_build, "retrofit": cmd_retrofit, "search": cmd_search,
-     "coldread": cmd_coldread}[args.cmd](args)
+    {"generate": cmd_generate, "build": cmd_build, "retrofit": cmd_retrofit, "recode": cmd_recode, "search": cmd_search,
+     "codes": cmd_codes, "coldread": cmd_coldread}[args.cmd](args)
 
 
 if __name__ == "__main__":
