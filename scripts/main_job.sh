@@ -20,7 +20,9 @@ KB=${RAGVQA_SAMPLE_KB:-data/kb/sample}
 .venv/bin/python -c "from ragvqa.generation.offline_gemma import ensure_converted; ensure_converted()" &
 convert=$!
 trap 'kill "$convert" 2>/dev/null || true' EXIT  # a failed build stops it too (it resumes next time)
-.venv/bin/ragvqa build-kb --sample --out "$KB" --retriever visual:minilm
+# --force: a sample KB left by an earlier version (other contents or another retriever) is
+# rebuilt instead of refused; one built with these same arguments resumes or does nothing.
+.venv/bin/ragvqa build-kb --sample --out "$KB" --retriever visual:minilm --force
 # A failed conversion is not fatal here: `ask` converts again and reports why it cannot.
 wait "$convert" || echo "note: converting Gemma failed above; ask will try again" >&2
 .venv/bin/ragvqa ask --kb "$KB" --image "$KB/images/Skimage_chelsea.png" \

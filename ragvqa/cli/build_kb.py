@@ -56,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="N", help="parallel parsing workers where the source has them")
     p.add_argument("--limit", type=int, metavar="PAGES", help="read at most this many pages")
     p.add_argument("--shard-size", type=int, default=10_000, metavar="DOCS", help="documents per shard (default 10000)")
-    p.add_argument("--force", action="store_true", help="delete a KB built with other arguments in --out and rebuild")
+    p.add_argument("--force", action="store_true",
+                   help="delete a KB built with other arguments in --out and rebuild (with --retriever: also "
+                        "embeddings made by another retriever); a KB built with the same arguments resumes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     emb = p.add_argument_group("embedding (optional: run the embed stage right after)")
     emb.add_argument("--retriever", metavar="SPEC", help="retriever spec, e.g. text:minilm or ret2:PATH")
@@ -143,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         device=args.device,
         dtype=args.dtype,
+        force=args.force,
         progress=not args.no_progress,
     )
     index = summary.get("index", {}) if isinstance(summary, dict) else {}

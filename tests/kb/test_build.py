@@ -483,6 +483,30 @@ def test_cli_build_then_embed_with_the_offline_retriever(tmp_path, capsys):
     assert params["memory_budget_bytes"] == 20_000 and params["factory"] == "Flat"
 
 
+@pytest.mark.slow
+def test_build_kb_force_re_embeds_a_kb_embedded_by_another_retriever(tmp_path, capsys):
+    # What the main job meets on a checkout that ran an earlier version (text:minilm sample KB).
+    source = write_evqa(tmp_path / "kb.json", EVQA_ENTRIES)
+    out = tmp_path / "kb"
+    argv = ["build-kb", "--wiki", str(source), "--out", str(out), "--no-progress"]
+    assert main([*argv, "--retriever", "text:minilm"]) == 0
+    documents = sorted(p.stat().st_mtime_ns for p in (out / "documents").iterdir())
+    capsys.readouterr()
+    assert main([*argv, "--retriever", "visual:minilm"]) == 2
+    assert "already embedded" in capsys.readouterr().err
+    assert main([*argv, "--retriever", "visual:minilm", "--force"]) == 0
+    assert "embedded with visual:minilm and indexed: 8 vectors" in capsys.readouterr().out
+    emb = json.loads((out / "embeddings" / "manifest.json").read_text())
+    assert emb["status"] == "complete" and emb["retriever"]["name"].startswith("visual")
+    # same arguments: the documents were resumed (not rebuilt), and a rerun with --force changes nothing
+    assert sorted(p.stat().st_mtime_ns for p in (out / "documents").iterdir()) == documents
+    vectors = sorted((p.name, p.stat().st_mtime_ns) for p in (out / "embeddings").glob("part-*"))
+    assert vectors
+    assert main([*argv, "--retriever", "visual:minilm", "--force"]) == 0
+    assert "already complete, nothing to do" in capsys.readouterr().out
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (out / "embeddings").glob("part-*")) == vectors
+
+
 def test_resume_across_the_files_of_a_directory(tmp_path, monkeypatch):
     parts = tmp_path / "parts"
     parts.mkdir()
