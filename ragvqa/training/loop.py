@@ -25,6 +25,7 @@ every process's RNG state are restored, and evaluation uses no randomness.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -48,6 +49,7 @@ from ragvqa.training.checkpoints import (
     load_trainer_state,
     prune_checkpoints,
     save_checkpoint,
+    save_model,
 )
 from ragvqa.training.collate import Collator, to_device
 from ragvqa.training.config import TrainConfig
@@ -306,6 +308,11 @@ class Trainer:
             if not env.is_main:
                 self.model, self.tokenizer, self.init_info = load_initial(config.init, work_dir=self.out,
                                                                           seed=config.seed)
+        # What checkpoints and the result save: the tokenizer as loaded. The collator's calls leave
+        # their padding and truncation settings in a fast tokenizer, which save_pretrained writes into
+        # tokenizer.json and a reload turns into tokenizer_config.json entries, so a run resumed from a
+        # checkpoint would end with other tokenizer files than an uninterrupted one.
+        self.tokenizer_files = copy.deepcopy(self.tokenizer)
         if config.freeze_backbones is not None:
             set_backbones_frozen(self.model, config.freeze_backbones)
         checkpointing = config.gradient_checkpointing
@@ -431,7 +438,7 @@ class Trainer:
         if self.env.is_main:
             state = {"step": step, "optimizer": self.optimizer.state_dict(), "rng": rng, "counts": counts,
                      "world_size": self.env.world_size, "elapsed_s": elapsed}
-            path = save_checkpoint(self.out, step, self.model, self.tokenizer, state, info)
+            path = save_checkpoint(self.out, step, self.model, self.tokenizer_files, state, info)
             prune_checkpoints(self.out, self.config.keep_checkpoints)
             self.say(f"checkpoint step {step} saved: {path}")
         dist_util.barrier(self.env)
@@ -445,10 +452,8 @@ class Trainer:
             batch_counts.update(c)
         summary: dict[str, Any] = {}
         if env.is_main:
-            from ragvqa.retriever.checkpoint import save_pretrained
-
             self.model.eval()
-            save_pretrained(self.model, self.out, tokenizer=self.tokenizer)
+            save_model(self.model, self.out, self.tokenizer_files)
             records = read_metrics(self.out / METRICS_FILE)
             evals = [r for r in records if r.get("type") == "eval"]
             summary = {
