@@ -421,7 +421,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         index = FaissIndex.load(dest, rerank_k_factor=0, verify=False)
     load_s = time.perf_counter() - t0
     if args.rerank:
-        index.attach_rerank([v for v, _ in shard_arrays(out, args.n)], 1)
+        index.attach_rerank([v for v, _ in shard_arrays(out, args.n)], 1, reads=args.reads)
     loaded = proc_status()
     log(logf, f"search {index.factory} n {index.ntotal}: load {load_s:.1f}s, status before {before} after load {loaded}; "
               f"{args.threads} threads, load avg {os.getloadavg()}")
@@ -441,6 +441,7 @@ def cmd_search(args: argparse.Namespace) -> None:
         batch = (time.perf_counter() - t1) / len(queries) * 1e3
         st = proc_status()
         row = {"n": args.n, "factory": index.factory, "nprobe": nprobe, "refine_k_factor": rf, "rerank_k_factor": rr,
+               "rerank_reads": index.params.get("rerank_reads") if rr > 1 else None,
                "recall10": round(recall, 4), "ms_single": round(one, 2), "ms_batch": round(batch, 3),
                "rss_mb": round(st["VmRSS"]), "hwm_mb": round(st["VmHWM"]), "rss_anon_mb": round(st["RssAnon"]),
                "rss_file_mb": round(st["RssFile"]), "load1": round(os.getloadavg()[0], 2)}
@@ -564,6 +565,21 @@ def cmd_coldread(args: argparse.Namespace) -> None:
     emb = out / "kb" / "embeddings"
     rng = np.random.default_rng(3)
     rows_per = shards[0][0].shape[0]
+    from concurrent.futures import ThreadPoolExecutor
+
+    fds, starts = [], []
+    for s in range(len(shards)):
+        with open(emb / f"part-{s:05d}.npy", "rb") as fh:  # where the rows start: after the .npy header
+            np.lib.format.read_array_header_1_0(fh) if np.lib.format.read_magic(fh) == (1, 0) else \
+                np.lib.format.read_array_header_2_0(fh)
+            starts.append(fh.tell())
+        fds.append(os.open(emb / f"part-{s:05d}.npy", os.O_RDONLY))
+
+    def read_row(i: int) -> bytes:
+        s, r = divmod(i, rows_per)
+        return os.pread(fds[s], DIM * 2, starts[s] + r * DIM * 2)
+
+    pool = ThreadPoolExecutor(max(1, args.parallel))
     times = []
     for _ in range(args.trials):
         for s in range(len(shards)):  # evict: the next reads come from the disk
@@ -572,11 +588,17 @@ def cmd_coldread(args: argparse.Namespace) -> None:
             os.close(fd)
         ids = np.sort(rng.choice(args.n, args.rows, replace=False))
         t0 = time.perf_counter()
-        for i in ids:
-            np.asarray(shards[i // rows_per][0][i % rows_per], dtype=np.float16).sum()
+        if args.parallel > 1:  # what a re-rank issuing its reads at once would wait for
+            rows = list(pool.map(read_row, ids.tolist()))
+            assert all(len(r) == DIM * 2 for r in rows)
+        else:  # through the memory map, one page fault after another (what FaissIndex's re-rank does)
+            for i in ids:
+                np.asarray(shards[i // rows_per][0][i % rows_per], dtype=np.float16).sum()
         times.append((time.perf_counter() - t0) * 1e3)
-    log(out / "coldread.log", f"cold float16 rows: {args.rows} random rows of {args.n}: median {np.median(times):.1f} ms "
-                              f"per query (min {min(times):.1f}, max {max(times):.1f}, {args.trials} trials)")
+    how = f"{args.parallel} parallel preads" if args.parallel > 1 else "through the memory map"
+    log(out / "coldread.log", f"cold float16 rows ({how}): {args.rows} random rows of {args.n}: median "
+                              f"{np.median(times):.1f} ms per query (min {min(times):.1f}, max {max(times):.1f}, "
+                              f"{args.trials} trials)")
 
 
 def main() -> None:
@@ -623,6 +645,8 @@ def main() -> None:
     q.add_argument("--tag", required=True)
     q.add_argument("--grid", required=True, help="nprobe:refine_k_factor:rerank_k_factor;... (0 = off)")
     q.add_argument("--rerank", action="store_true", help="attach the float16 shards for exact re-ranking")
+    q.add_argument("--reads", choices=("map", "parallel"), default="map",
+                   help="with --rerank: rows through the memory map, or many reads in flight")
     q.add_argument("--single", type=int, default=200)
     q.add_argument("--faiss-file", type=Path, help="search this Faiss file (a build checkpoint) instead of the tag's index")
     q.add_argument("--factory", default="", help="with --faiss-file: its factory string")
@@ -643,6 +667,7 @@ def main() -> None:
     c.add_argument("--n", type=int, required=True)
     c.add_argument("--rows", type=int, default=640)
     c.add_argument("--trials", type=int, default=5)
+    c.add_argument("--parallel", type=int, default=1, help="issue the reads from this many threads (pread)")
     args = parser.parse_args()
     {"generate": cmd_generate, "build": cmd_build, "retrofit": cmd_retrofit, "recode": cmd_recode, "search": cmd_search,
      "codes": cmd_codes, "coldread": cmd_coldread}[args.cmd](args)

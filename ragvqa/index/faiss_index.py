@@ -79,6 +79,7 @@ class FaissIndex:
         self._rerank_shards: list[np.ndarray] = []
         self._rerank_offsets = np.zeros(1, np.int64)
         self._rerank_dtype: Any = np.float16
+        self._row_reader: Any = None  # a ParallelRowReader when re-rank rows are read with reads in flight
         self._fastscan: Any = False  # not looked up yet (see _ivf_fastscan)
 
     # -- construction ---------------------------------------------------------------
@@ -293,7 +294,7 @@ class FaissIndex:
         return out_scores, doc_ids
 
     # -- exact re-ranking over the KB's float16 embeddings ------------------------------------
-    def attach_rerank(self, shards: list[np.ndarray], k_factor: int) -> None:
+    def attach_rerank(self, shards: list[np.ndarray], k_factor: int, *, reads: str | None = None) -> None:
         """Re-rank ``k * k_factor`` candidates exactly against the original vectors.
 
         Args:
@@ -301,10 +302,23 @@ class FaissIndex:
                 ``KB_DIR/embeddings``) in the order the vectors were added, so
                 internal id i is global row i.
             k_factor: candidates fetched per wanted hit; 0 or 1 switches re-ranking off.
+            reads: how the rows are fetched: ``"map"`` (through the memory map:
+                fastest while the files sit in the page cache) or ``"parallel"``
+                (:class:`ragvqa.index.row_reader.ParallelRowReader`: many reads in
+                flight, for embeddings larger than the page cache); None = the
+                index's ``rerank_reads`` parameter, else "map".
         Memory: the shards stay memory-mapped; each query reads k * k_factor
         rows (2 * D bytes each) through the page cache, not process heap.
+        Raises:
+            InputError: ``reads`` is neither "map" nor "parallel".
         """
         import numpy as np
+
+        from ragvqa.index.row_reader import ParallelRowReader, file_backing
+
+        reads = reads or str(self.params.get("rerank_reads") or "map")
+        if reads not in ("map", "parallel"):
+            raise InputError(f"unknown re-rank reads {reads!r}", hint="use map or parallel")
 
         total = sum(int(s.shape[0]) for s in shards)
         if total != self.ntotal:
@@ -315,9 +329,20 @@ class FaissIndex:
         # Plain ndarray views of the maps: fancy indexing through the np.memmap subclass
         # costs ~6x more per row (3 us vs 0.5 us measured).
         self._rerank_dtype = np.float16 if all(s.dtype == np.float16 for s in shards) else np.float32
+        backing = [file_backing(s) for s in shards]
+        self._row_reader = None
+        if reads == "parallel":
+            if all(b is not None for b in backing) and all(s.dtype == self._rerank_dtype for s in shards):
+                self._row_reader = ParallelRowReader(
+                    [(b[0], b[1], int(s.shape[0])) for b, s in zip(backing, shards, strict=True) if b is not None],
+                    self.dim, self._rerank_dtype)
+            else:  # arrays in memory (or mixed dtypes): nothing to read from disk
+                logger.info("re-rank rows are not all file-backed float16; reading them through the map")
+                reads = "map"
         self._rerank_shards = [np.asarray(s) for s in shards]
         self._rerank_offsets = np.cumsum([0] + [int(s.shape[0]) for s in shards])
         self.params["rerank_k_factor"] = int(k_factor)
+        self.params["rerank_reads"] = reads
 
     def _rows(self, labels: np.ndarray) -> np.ndarray:
         """The stored rows (float16 or float32, (len(labels), D), contiguous) of sorted internal
@@ -368,13 +393,20 @@ class FaissIndex:
         nq = cand.shape[0]
         scores = np.full((nq, k), -np.inf, dtype=np.float32)
         labels = np.full((nq, k), -1, dtype=np.int64)
+        fetched = fetched_ids = None
+        if self._row_reader is not None:
+            # Every query's rows in one request: one wait for the disk per batch, not per query.
+            fetched_ids = np.unique(cand)
+            fetched_ids = fetched_ids[np.searchsorted(fetched_ids, 0):]
+            fetched = self._row_reader.read(fetched_ids)
         for qi in range(nq):
             ids = np.unique(cand[qi])  # sorted, deduplicated
             ids = ids[np.searchsorted(ids, 0):]  # drop the -1 padding
             if ids.size == 0:
                 continue
             kk = min(k, int(ids.size))
-            s, pos = self._exact_scorer(self._rows(ids)).search(queries[qi:qi + 1], kk)
+            rows = self._rows(ids) if fetched is None else fetched[np.searchsorted(fetched_ids, ids)]
+            s, pos = self._exact_scorer(rows).search(queries[qi:qi + 1], kk)
             scores[qi, :kk] = s[0]
             labels[qi, :kk] = ids[pos[0]]
         return scores, labels
