@@ -405,7 +405,7 @@ class FaissIndex:
             if ids.size == 0:
                 continue
             kk = min(k, int(ids.size))
-            rows = self._rows(ids) if fetched is None else fetched[np.searchsorted(fetched_ids, ids)]
+            rows = self._rows(ids) if fetched is None or fetched_ids is None else fetched[np.searchsorted(fetched_ids, ids)]
             s, pos = self._exact_scorer(rows).search(queries[qi:qi + 1], kk)
             scores[qi, :kk] = s[0]
             labels[qi, :kk] = ids[pos[0]]

@@ -109,7 +109,7 @@ class ParallelRowReader:
         fds, pool = self._open()
         shard = np.searchsorted(self.offsets, rows, side="right") - 1
         where = [self.starts[s] + int(r - self.offsets[s]) * self.row_bytes for s, r in zip(shard.tolist(), rows.tolist(), strict=True)]
-        buf = memoryview(out).cast("B")
+        buf = out.data.cast("B")  # the output array itself: each read lands in its row
         size = self.row_bytes
         # Contiguous slices of the request per task: at most `threads` tasks, each reading its rows in order.
         bounds = np.linspace(0, rows.size, min(self.threads, rows.size) + 1).astype(int)
