@@ -128,7 +128,7 @@ def build_from_arrays(
     k_factor = choice.rerank_k_factor if rerank_k_factor is None else int(rerank_k_factor)
     index.params["rerank_k_factor"] = k_factor
     if k_factor > 1:
-        index.attach_rerank([v for v, _ in shards], k_factor)
+        index.attach_rerank([v for v, _ in shards], k_factor, reads=choice.rerank_reads)
     return index
 
 

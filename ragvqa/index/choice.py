@@ -14,8 +14,11 @@ a memory budget (or named by a Faiss factory string instead):
   default for large collections whose float16 embeddings fit the memory budget.
 - ``IVF.._HNSW32,PQ..x4fsr,Refine(CODE)``: when they do not (15.9M docs =
   24.4 GB), the candidates are re-scored by a second, finer code held in
-  memory (SQ8 / SQ6 / SQ4 / PQ192 / PQ96 ..., the best that fits): no disk
-  reads on the hot path.
+  memory (SQ8 / SQ6 / SQ4 / PQ192 / PQ96 ..., the best that fits), and the
+  best k * DISK_RERANK_K_FACTOR (80 for k = 10) of those are re-scored
+  exactly against the float16 rows read from disk, all at once
+  (``rerank_reads="parallel"``: one disk wait per query, the rows are not
+  resident).
 
 Figures: bench/RESULTS-index.md.
 """
@@ -75,6 +78,14 @@ REFINE_LADDER: tuple[tuple[int, str], ...] = (
 #: 2M prefix, SQ4, nprobe 256 of 8192: k_factor 32 -> recall@10 0.780, 128 -> 0.823 (re-scoring
 #: 1280 in-memory codes costs well under a millisecond).
 REFINE_K_FACTOR = 128
+#: The refine design's exact last step: the refine code's best k * DISK_RERANK_K_FACTOR
+#: are re-scored against the float16 rows, read from disk with many reads in flight
+#: (ragvqa.index.row_reader). 15.9M, PQ96 second code, nprobe 256: recall@10 0.404 without
+#: it, 0.730 with factor 4, 0.845 with 8 (bench/RESULTS-index.md, 2026-11-30 session 4).
+DISK_RERANK_K_FACTOR = 8
+#: Refine k_factor when the disk re-rank follows: the first level returns k * 8 * 32 =
+#: 2560 candidates for k = 10.
+DISK_REFINE_K_FACTOR = 32
 #: HNSW coarse quantizer neighbours for the refine design's many IVF lists
 #: (assigning 15.9M vectors to 8192 centroids by brute force is 200 TFLOP).
 COARSE_HNSW_M = 32
@@ -97,6 +108,11 @@ class IndexChoice:
         nprobe: inverted lists visited per query (IVF) or None.
         ef_search: HNSW search breadth or None.
         reason: one line saying why (logged and stored in params.json).
+        rerank_k_factor: exact re-rank of k * this many candidates against the
+            float16 embeddings (0: none).
+        refine_k_factor: candidates per wanted hit re-scored by a Refine code.
+        rerank_reads: how the re-rank rows are read: "map" (page cache, counted
+            in the memory budget) or "parallel" (from disk, many reads in flight).
     """
 
     factory: str
@@ -105,6 +121,7 @@ class IndexChoice:
     reason: str = ""
     rerank_k_factor: int = 0
     refine_k_factor: int | None = None
+    rerank_reads: str = "map"
 
 
 def nlist_for(n: int) -> int:
@@ -202,9 +219,11 @@ def refine_nprobe(nlist: int) -> int:
 
 
 def resident_bytes(choice: IndexChoice, n: int, dim: int) -> int:
-    """Memory a search needs to stay off the disk: the index, plus the float16 embeddings'
-    page cache (2 * dim B/doc) when it re-ranks against them."""
-    return estimate_bytes(choice.factory, n, dim) + (2 * dim * n if choice.rerank_k_factor > 1 else 0)
+    """Memory a search keeps resident: the index, plus the float16 embeddings' page cache
+    (2 * dim B/doc) when it re-ranks against them through the map (rows read from disk
+    with ``rerank_reads="parallel"`` are not counted: a few per query, not kept)."""
+    mapped = choice.rerank_k_factor > 1 and choice.rerank_reads == "map"
+    return estimate_bytes(choice.factory, n, dim) + (2 * dim * n if mapped else 0)
 
 
 def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> IndexChoice:
@@ -273,8 +292,11 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
                 factory,
                 nprobe=refine_nprobe(nlist),
                 reason=(f"{n} docs: float16 embeddings ({2 * dim * n / 1e9:.1f} GB) exceed the memory budget; "
-                        f"IVF-PQ {base_bytes} B codes + in-memory {refine} refine codes ({code} B), {nlist} lists"),
-                refine_k_factor=REFINE_K_FACTOR,
+                        f"IVF-PQ {base_bytes} B codes + in-memory {refine} refine codes ({code} B), {nlist} lists, "
+                        f"exact re-rank of k x {DISK_RERANK_K_FACTOR} rows read from disk"),
+                refine_k_factor=DISK_REFINE_K_FACTOR,
+                rerank_k_factor=DISK_RERANK_K_FACTOR,
+                rerank_reads="parallel",
             )
     raise InputError(
         f"no index fits {memory_budget_bytes} bytes for {n} vectors of dim {dim}",

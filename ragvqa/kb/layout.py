@@ -10,6 +10,8 @@ embed, index, search) asks it for paths and checks instead of spelling them::
       missing_images.jsonl           image references without a local file
       .build/                        per-shard work files while building
       .embed.lock                    held (flock) while an embed run writes
+      .index-build/                  checkpoints of an index build in progress
+      .index-build.lock              held (flock) while an index build runs
       images/                        images root of KBs that keep their images inside
       embeddings/manifest.json       retriever fingerprint, dim, shards, digests, status
       embeddings/part-NNNNN.npy      float16 (n, D) rows (+ part-NNNNN.ids.npy int64 ids)

@@ -14,6 +14,7 @@ from ragvqa.errors import InputError
 from ragvqa.index.builder import BUILD_WORK_DIR, build_index, load_index
 from ragvqa.index.choice import (
     DEFAULT_MEMORY_BUDGET,
+    DISK_RERANK_K_FACTOR,
     choose_index,
     estimate_bytes,
     is_refine,
@@ -53,7 +54,9 @@ def test_the_e_vqa_size_gets_in_memory_refine_codes_within_4_gb():
         assert resident_bytes(choice, n, dim) <= (budget or DEFAULT_MEMORY_BUDGET)
         assert is_refine(choice.factory) and "_HNSW" in choice.factory
         assert f"IVF{nlist_for_refine(n)}_" in choice.factory
-        assert choice.rerank_k_factor == 0  # no disk reads on the hot path
+        # the last step reads k x 8 float16 rows from disk, all at once: not kept resident
+        assert choice.rerank_k_factor == DISK_RERANK_K_FACTOR and choice.rerank_reads == "parallel"
+        assert resident_bytes(choice, n, dim) == estimate_bytes(choice.factory, n, dim)
         assert choice.refine_k_factor and choice.refine_k_factor > 1
         assert choice.nprobe and choice.nprobe >= 16
     # the finer code that fits wins: SQ4 (456 B/doc) within 8 GiB, PQ192 (264 B/doc) within 4 GiB
@@ -116,15 +119,20 @@ def test_index_cli_builds_the_budgeted_design_and_search_uses_it(tmp_path, capsy
     assert expected.factory in capsys.readouterr().out
     params = json.loads(kb.index_params_path.read_text())
     assert params["factory"] == expected.factory and params["memory_budget_bytes"] == budget
-    assert params["rerank_k_factor"] == 0 and params["refine_k_factor"] == expected.refine_k_factor
+    assert params["refine_k_factor"] == expected.refine_k_factor
+    assert params["rerank_k_factor"] == DISK_RERANK_K_FACTOR and params["rerank_reads"] == "parallel"
     assert params["checkpoints"] == 3 and not (kb.root / BUILD_WORK_DIR).exists()
     # search opens the same index unchanged (load_index: what ragvqa search / ask open);
     # each stored vector finds itself
     index = load_index(kb.root)
     assert index.factory == expected.factory and index.params["refine_k_factor"] == expected.refine_k_factor
+    assert index._row_reader is not None  # the re-rank rows are read from the embeddings, in parallel
     vectors = np.load(kb.embeddings_dir / "part-00003.npy").astype(np.float32)
-    _, ids = index.search(vectors[:20], 3)
+    scores, ids = index.search(vectors[:20], 3)
     assert (ids[:, 0] == np.arange(3000, 3020)).mean() >= 0.9
+    # exact scores: the inner products with the stored float16 rows (doc id = row here)
+    rows = np.concatenate([np.load(p) for p in sorted(kb.embeddings_dir.glob("part-*[0-9].npy"))]).astype(np.float32)
+    np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", vectors[:20], rows[ids]), rtol=1e-5, atol=1e-5)
 
 
 def test_build_index_resumes_from_a_left_over_checkpoint(tmp_path):
