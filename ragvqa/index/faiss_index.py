@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ragvqa.errors import InputError, KnowledgeBaseError
 from ragvqa.index.choice import FASTSCAN_SPLIT_PROBES_IMPLEM
 from ragvqa.index.faiss_lib import faiss_module, num_gpus, to_gpu
-from ragvqa.kb.files import sha256_file
+from ragvqa.kb.files import sha256_file, sha256_verified
 from ragvqa.kb.layout import INDEX_FILE, INDEX_IDS_FILE, INDEX_PARAMS, KBDir
 
 if TYPE_CHECKING:
@@ -577,7 +577,7 @@ def _verify(path: Path, recorded: Any, *, deep: bool) -> str | None:
     size = path.stat().st_size
     if isinstance(recorded.get("bytes"), int) and size != recorded["bytes"]:
         return f"{size} bytes, params.json recorded {recorded['bytes']}: truncated or changed"
-    if deep and isinstance(recorded.get("sha256"), str) and sha256_file(path) != recorded["sha256"]:
+    if deep and isinstance(recorded.get("sha256"), str) and sha256_verified(path) != recorded["sha256"]:
         return "its sha256 differs from the one recorded when it was saved"
     return None
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragvqa.errors import KnowledgeBaseError
-from ragvqa.kb.files import atomic_write_bytes, sha256_file
+from ragvqa.kb.files import atomic_write_bytes, sha256_verified
 from ragvqa.kb.layout import KBDir, as_kb_dir, inside
 from ragvqa.kb.store import read_shard_table
 
@@ -266,7 +266,7 @@ def verify_file(path: Path, entry: dict[str, Any], key: str) -> str | None:
         return f"unreadable ({exc.strerror or exc})"
     if isinstance(size, int) and actual != size:
         return f"{actual} bytes, the manifest recorded {size}: truncated or changed"
-    if isinstance(digest, str) and sha256_file(path) != digest:
+    if isinstance(digest, str) and sha256_verified(path) != digest:
         return "its sha256 differs from the one recorded when it was written"
     return None
 

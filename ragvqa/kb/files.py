@@ -95,6 +95,44 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+#: Per-directory record of digests already computed, keyed by each file's identity
+#: (size, mtime in ns, inode): see :func:`sha256_verified`.
+VERIFIED_FILE = ".verified.json"
+
+
+def sha256_verified(path: Path) -> str:
+    """sha256 of ``path``, computed once per version of the file.
+
+    Opening a 15.9M-document KB checks 24.4 GB of embeddings and a 7 GB index
+    against their recorded digests; hashing them on every ``ragvqa search``
+    would cost minutes. The digest is remembered in ``.verified.json`` beside
+    the file under its size, mtime (ns) and inode: any write, truncation,
+    replacement or rename-over changes one of them and the file is hashed
+    again. What it does not catch is a change that keeps all three (bit rot
+    under an unchanged inode): ``sha256_file`` is the full check. A directory
+    that cannot be written (a read-only KB) simply hashes every time.
+    """
+    path = Path(path)
+    st = path.stat()
+    key = [st.st_size, st.st_mtime_ns, st.st_ino]
+    record_path = path.parent / VERIFIED_FILE
+    try:
+        record = json.loads(record_path.read_text())
+        if not isinstance(record, dict):
+            record = {}
+    except (OSError, ValueError):
+        record = {}
+    entry = record.get(path.name)
+    if isinstance(entry, list) and len(entry) == 4 and entry[:3] == key and isinstance(entry[3], str):
+        return entry[3]
+    digest = sha256_file(path)
+    if [path.stat().st_size, path.stat().st_mtime_ns, path.stat().st_ino] == key:  # unchanged while hashing
+        record[path.name] = [*key, digest]
+        with contextlib.suppress(OSError):  # read-only KB: nothing remembered, nothing lost
+            atomic_write_json(record_path, record)
+    return digest
+
+
 def canonical_digest(obj: Any) -> str:
     """sha256 of the canonical JSON of ``obj`` (sorted keys, no spaces)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -18,6 +18,8 @@ embed, index, search) asks it for paths and checks instead of spelling them::
       index/index.faiss              the Faiss index
       index/ids.npy                  internal id -> doc_id (absent when identity)
       index/params.json              factory, search params, fingerprint, digests
+      */.verified.json               digests already checked, by file size/mtime/inode
+                                     (ragvqa.kb.files.sha256_verified)
 
 Relocation: paths inside the KB are stored relative to it (``images_root``
 is ``"images"`` when the images live in ``KB_DIR/images``), so a moved or

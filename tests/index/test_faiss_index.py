@@ -287,7 +287,7 @@ def test_rebuild_replaces_index_atomically(tmp_path, clustered_20k):
     build_index(kb)  # auto: 3000 docs -> Flat
     assert load_index(kb).factory == "Flat"
     # doc ids 0..n-1 in order: no id array is stored
-    assert sorted(p.name for p in (kb / "index").iterdir()) == ["index.faiss", "params.json"]
+    assert sorted(p.name for p in (kb / "index").iterdir()) == [".verified.json", "index.faiss", "params.json"]
     params = json.loads((kb / "index" / "params.json").read_text())
     assert params["ids"] == "identity"
     _, got = load_index(kb).search(queries, 5)
