@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +143,45 @@ def load_state_dict_strict(model: ReT2Model, state: dict[str, torch.Tensor], sou
 # own format
 
 
+def canonical_safetensors_header(path: Path) -> bool:
+    """Rewrite a .safetensors file's header in place with its ``__metadata__`` keys sorted.
+
+    Only the header's text changes (same length, same content; the tensors'
+    entries keep their order), so the file loads exactly as before. Returns
+    True when it was rewritten; False when it already was canonical or has no
+    metadata. Raises ModelError for a file that is not safetensors.
+    """
+    with open(path, "r+b") as fh:
+        prefix = fh.read(8)
+        if len(prefix) != 8:
+            raise ModelError(f"{path} is not a safetensors file (shorter than its header size)")
+        (size,) = struct.unpack("<Q", prefix)
+        raw = fh.read(size)
+        try:
+            header = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{path} has no readable safetensors header ({exc})") from exc
+        meta = header.get("__metadata__")
+        if len(raw) != size or not isinstance(meta, dict) or list(meta) == sorted(meta):
+            return False
+        canonical = {"__metadata__": dict(sorted(meta.items()))}
+        canonical.update((k, v) for k, v in header.items() if k != "__metadata__")
+        text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > size or json.loads(text) != header:  # never make a header that reads differently
+            return False
+        fh.seek(8)
+        fh.write(text + b" " * (size - len(text)))  # safetensors pads the header with spaces
+    return True
+
+
 def save_pretrained(model: ReT2Model, directory: str | Path, tokenizer: Any = None) -> Path:
     """Write ``model`` (and its tokenizer) as a ragvqa ReT-2 checkpoint directory.
 
     Files are written to temporary names and renamed, so a crash never leaves
-    a half-written config or weights file behind.
+    a half-written config or weights file behind. The same weights always
+    give the same bytes: the header's metadata keys are sorted
+    (:func:`canonical_safetensors_header`; safetensors 0.8 writes them in a
+    random order).
     """
     from safetensors.torch import save_file
 
@@ -157,6 +192,7 @@ def save_pretrained(model: ReT2Model, directory: str | Path, tokenizer: Any = No
     tmp_weights = directory / (WEIGHTS_NAME + ".tmp")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp_weights), metadata={"format": "pt", "architecture": "ret2"})
+    canonical_safetensors_header(tmp_weights)
     os.replace(tmp_weights, directory / WEIGHTS_NAME)
     tmp_config = directory / (CONFIG_NAME + ".tmp")
     tmp_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -19,7 +19,8 @@ The same weights always give the same file bytes (:func:`save_model`): the
 safetensors writer (0.8) puts the header's ``__metadata__`` keys in the
 random order of a Rust HashMap, different from one save to the next, so two
 files of bit-identical weights differed in their header about half the time;
-the header is rewritten with its metadata keys sorted.
+``save_pretrained`` rewrites the header with its metadata keys sorted
+(:func:`ragvqa.retriever.checkpoint.canonical_safetensors_header`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -85,44 +85,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def canonical_safetensors_header(path: Path) -> bool:
-    """Rewrite a .safetensors file's header in place with its ``__metadata__`` keys sorted.
-
-    Only the header's text changes (same length, same content; the tensors'
-    entries keep their order), so the file loads exactly as before. Returns
-    True when it was rewritten; False when it already was canonical or has no
-    metadata. Raises ModelError for a file that is not safetensors.
-    """
-    with open(path, "r+b") as fh:
-        prefix = fh.read(8)
-        if len(prefix) != 8:
-            raise ModelError(f"{path} is not a safetensors file (shorter than its header size)")
-        (size,) = struct.unpack("<Q", prefix)
-        raw = fh.read(size)
-        try:
-            header = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{path} has no readable safetensors header ({exc})") from exc
-        meta = header.get("__metadata__")
-        if len(raw) != size or not isinstance(meta, dict) or list(meta) == sorted(meta):
-            return False
-        canonical = {"__metadata__": dict(sorted(meta.items()))}
-        canonical.update((k, v) for k, v in header.items() if k != "__metadata__")
-        text = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        if len(text) > size or json.loads(text) != header:  # never make a header that reads differently
-            return False
-        fh.seek(8)
-        fh.write(text + b" " * (size - len(text)))  # safetensors pads the header with spaces
-    return True
-
-
 def save_model(model: Any, directory: Path, tokenizer: Any = None) -> Path:
-    """The model (and tokenizer) as a ragvqa ReT-2 checkpoint dir, the same weights always the same bytes."""
-    from ragvqa.retriever.checkpoint import WEIGHTS_NAME, save_pretrained
+    """The model (and tokenizer) as a ragvqa ReT-2 checkpoint dir, the same weights always the same bytes
+    (:func:`ragvqa.retriever.checkpoint.save_pretrained` writes a canonical safetensors header)."""
+    from ragvqa.retriever.checkpoint import save_pretrained
 
-    directory = save_pretrained(model, directory, tokenizer=tokenizer)
-    canonical_safetensors_header(directory / WEIGHTS_NAME)
-    return directory
+    return save_pretrained(model, directory, tokenizer=tokenizer)
 
 
 def save_checkpoint(

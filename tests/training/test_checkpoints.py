@@ -20,7 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ragvqa.errors import ModelError
-from ragvqa.training.checkpoints import canonical_safetensors_header, save_model
+from ragvqa.retriever.checkpoint import canonical_safetensors_header
+from ragvqa.training.checkpoints import save_model
 
 
 def _header(path: Path) -> bytes:
