@@ -268,6 +268,15 @@ def test_mmap_load_maps_the_vectors(tmp_path, clustered_20k):
         build_index(kb, factory=factory)
         assert load_index(kb, mmap=True).memory_mapped()
         assert not load_index(kb, mmap=False).memory_mapped()
+    # a refine design is read into memory even when mapping is asked for: its fast-scan lists are
+    # copied into memory anyway, and a map would keep their file pages resident as well
+    import faiss
+
+    build_index(kb, factory="IVF16_HNSW8,PQ16x4fsr,Refine(SQ8)")
+    index = load_index(kb, mmap=True)
+    assert not index.memory_mapped() and index.ntotal == 4000
+    refine = faiss.downcast_index(faiss.downcast_index(index.index).refine_index)
+    assert refine.codes.is_owned
 
 
 def test_search_params_override_at_load(tmp_path, clustered_20k):
