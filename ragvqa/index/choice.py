@@ -80,8 +80,10 @@ REFINE_LADDER: tuple[tuple[int, str], ...] = (
 REFINE_K_FACTOR = 128
 #: The refine design's exact last step: the refine code's best k * DISK_RERANK_K_FACTOR
 #: are re-scored against the float16 rows, read from disk with many reads in flight
-#: (ragvqa.index.row_reader). 15.9M, PQ96 second code, nprobe 256: recall@10 0.404 without
-#: it, 0.730 with factor 4, 0.845 with 8 (bench/RESULTS-index.md, 2026-11-30 session 4).
+#: (ragvqa.index.row_reader: 80 cold rows in ~3.4 ms). 15.9M, SQ4 second code, nprobe 256:
+#: recall@10 0.797 without it, 0.957 with factor 4 (9.2 ms/query), 0.969 with 8 (10.1 ms),
+#: 0.977 with 16 (13.5 ms); PQ192: 0.658 -> 0.963 with 8 (bench/RESULTS-index.md, 2026-11-30
+#: session 4).
 DISK_RERANK_K_FACTOR = 8
 #: Refine k_factor when the disk re-rank follows: the first level returns k * 8 * 32 =
 #: 2560 candidates for k = 10.
