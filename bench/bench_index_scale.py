@@ -413,7 +413,16 @@ def cmd_search(args: argparse.Namespace) -> None:
     queries = queries[keep]
     before = proc_status()
     t0 = time.perf_counter()
-    if args.faiss_file:  # a build checkpoint (e.g. the 15.9M build's index after its first 4M rows)
+    if args.from_kb:  # the index `ragvqa index` saved in the KB, opened as `ragvqa search` opens it
+        from ragvqa.index.builder import load_index
+
+        index = load_index(out / "kb", verify=True)
+        first_s = time.perf_counter() - t0
+        del index  # one copy in memory at a time: the RSS figures below are one index's
+        t0 = time.perf_counter()
+        index = load_index(out / "kb", verify=True)  # again: digests remembered (.verified.json)
+        log(logf, f"load_index with verification: first {first_s:.1f}s, again {time.perf_counter() - t0:.1f}s")
+    elif args.faiss_file:  # a build checkpoint (e.g. the 15.9M build's index after its first 4M rows)
         raw = faiss.read_index(str(args.faiss_file))
         index = FaissIndex(raw, args.factory, ids=np.arange(raw.ntotal, dtype=np.int64))
         assert index.ntotal == args.n, (index.ntotal, args.n)
@@ -645,6 +654,7 @@ def main() -> None:
     q.add_argument("--tag", required=True)
     q.add_argument("--grid", required=True, help="nprobe:refine_k_factor:rerank_k_factor;... (0 = off)")
     q.add_argument("--rerank", action="store_true", help="attach the float16 shards for exact re-ranking")
+    q.add_argument("--from-kb", action="store_true", help="search OUT/kb/index (built by ragvqa index) via load_index")
     q.add_argument("--reads", choices=("map", "parallel"), default="map",
                    help="with --rerank: rows through the memory map, or many reads in flight")
     q.add_argument("--single", type=int, default=200)

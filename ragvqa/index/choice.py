@@ -15,7 +15,7 @@ a memory budget (or named by a Faiss factory string instead):
 - ``IVF.._HNSW32,PQ..x4fsr,Refine(CODE)``: when they do not (15.9M docs =
   24.4 GB), the candidates are re-scored by a second, finer code held in
   memory (SQ8 / SQ6 / SQ4 / PQ192 / PQ96 ..., the best that fits), and the
-  best k * DISK_RERANK_K_FACTOR (80 for k = 10) of those are re-scored
+  best k * 8 (80 for k = 10; k * 32 after a PQ96 code) of those are re-scored
   exactly against the float16 rows read from disk, all at once
   (``rerank_reads="parallel"``: one disk wait per query, the rows are not
   resident).
@@ -64,26 +64,35 @@ IVF_ID_BYTES = 8
 FASTSCAN_SPLIT_PROBES_IMPLEM = 15
 #: Refine design (collections whose float16 embeddings do not fit the memory
 #: budget, e.g. 15.9M docs = 24.4 GB): first-level 4-bit fast-scan residual codes
-#: re-scored by a finer code held in memory (Faiss ``IndexRefine``); no disk reads on
-#: the hot path. (first-level code bytes, refine code), best ranking first. Recall@10 of
-#: each refine code over the same 1280 candidates (2M prefix, nprobe 128 of 8192; the
-#: candidates hold 0.854): SQ8 0.850, SQ6 0.840, SQ4 0.792, PQ192 0.719, PQ96 0.523.
+#: re-scored by a finer code held in memory (Faiss ``IndexRefine``), whose best are then
+#: re-scored exactly against float16 rows read from disk (DISK_RERANK_K_FACTOR).
+#: (first-level code bytes, refine code), best first. The 64 B first level comes before
+#: any finer second code on a 32 B one: at 15.9M with the disk step, 64 B + PQ96 gave
+#: recall@10 0.845 / 0.920 / 0.951 (k x 8 / 16 / 32 rows), 32 B + PQ192 only 0.776 / 0.836
+#: (its first level loses the true neighbours before the second code sees them).
 #: PQ codes keep 4-, 8- or 16-dim sub-vectors at dim 768: Faiss encodes 6- and 12-dim
 #: ones on a scalar path, 4-10x slower (PQ128: 0.7 ms per vector, a 75-minute add at 15.9M).
 REFINE_LADDER: tuple[tuple[int, str], ...] = (
-    (64, "SQ8"), (64, "SQ6"), (64, "SQ4"), (64, "PQ192"), (32, "PQ192"), (64, "PQ96"), (32, "PQ96"),
-    (16, "PQ96"), (32, "PQ48"), (16, "PQ48"), (8, "PQ48"), (8, "PQ24"),
+    (64, "SQ8"), (64, "SQ6"), (64, "SQ4"), (64, "PQ192"), (64, "PQ96"), (32, "PQ192"), (32, "PQ96"),
+    (64, "PQ48"), (32, "PQ48"), (16, "PQ96"), (16, "PQ48"), (8, "PQ48"), (8, "PQ24"),
 )
+#: The searching process's own memory on top of the index (Python, libraries, buffers):
+#: 0.19-0.21 GB measured at 15.9M (PQ192: 4.43 GB resident for a 4.23 GB index), so a
+#: refine design must fit the budget with 5% to spare.
+RESIDENT_MARGIN = 1.05
 #: Candidates the first-level codes return per wanted hit, re-scored by the refine code.
 #: 2M prefix, SQ4, nprobe 256 of 8192: k_factor 32 -> recall@10 0.780, 128 -> 0.823 (re-scoring
 #: 1280 in-memory codes costs well under a millisecond).
 REFINE_K_FACTOR = 128
-#: The refine design's exact last step: the refine code's best k * DISK_RERANK_K_FACTOR
-#: are re-scored against the float16 rows, read from disk with many reads in flight
-#: (ragvqa.index.row_reader: 80 cold rows in ~3.4 ms). 15.9M, SQ4 second code, nprobe 256:
-#: recall@10 0.797 without it, 0.957 with factor 4 (9.2 ms/query), 0.969 with 8 (10.1 ms),
-#: 0.977 with 16 (13.5 ms); PQ192: 0.658 -> 0.963 with 8 (bench/RESULTS-index.md, 2026-11-30
-#: session 4).
+#: The refine design's exact last step: the refine code's best k * factor are re-scored
+#: against the float16 rows, read from disk with many reads in flight
+#: (ragvqa.index.row_reader: 80 cold rows in ~3.4 ms). The weaker the second code, the
+#: more rows it must pass on. 15.9M, nprobe 256 (bench/RESULTS-index.md, 2026-11-30
+#: session 4): SQ4 recall@10 0.797 without the step, 0.957 / 0.969 / 0.977 with 4 / 8 / 16
+#: (9.2 / 10.1 / 13.5 ms per query); PQ192 0.963 with 8 (10.5 ms); PQ96 0.845 / 0.920 /
+#: 0.951 with 8 / 16 / 32 (12.8 / 13.6 / 17.8 ms).
+DISK_RERANK_K_FACTORS = {"SQ8": 8, "SQ6": 8, "SQ4": 8, "PQ192": 8, "PQ96": 32, "PQ48": 32, "PQ24": 32}
+#: Factor for a second code not in the table.
 DISK_RERANK_K_FACTOR = 8
 #: Refine k_factor when the disk re-rank follows: the first level returns k * 8 * 32 =
 #: 2560 candidates for k = 10.
@@ -289,15 +298,16 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
         if dim % (2 * base_bytes) or (refine.startswith("PQ") and dim % code):
             continue
         factory = f"IVF{nlist}_HNSW{COARSE_HNSW_M},PQ{2 * base_bytes}x4fsr,Refine({refine})"
-        if estimate_bytes(factory, n, dim) <= resident_budget:
+        if estimate_bytes(factory, n, dim) * RESIDENT_MARGIN <= resident_budget:
+            rerank = DISK_RERANK_K_FACTORS.get(refine, DISK_RERANK_K_FACTOR)
             return IndexChoice(
                 factory,
                 nprobe=refine_nprobe(nlist),
                 reason=(f"{n} docs: float16 embeddings ({2 * dim * n / 1e9:.1f} GB) exceed the memory budget; "
                         f"IVF-PQ {base_bytes} B codes + in-memory {refine} refine codes ({code} B), {nlist} lists, "
-                        f"exact re-rank of k x {DISK_RERANK_K_FACTOR} rows read from disk"),
+                        f"exact re-rank of k x {rerank} rows read from disk"),
                 refine_k_factor=DISK_REFINE_K_FACTOR,
-                rerank_k_factor=DISK_RERANK_K_FACTOR,
+                rerank_k_factor=rerank,
                 rerank_reads="parallel",
             )
     raise InputError(
@@ -362,7 +372,7 @@ def is_pq(factory: str) -> bool:
 
 
 __all__ = [
-    "DEFAULT_MEMORY_BUDGET", "EXACT_MAX_DOCS", "REFINE_K_FACTOR", "RERANK_K_FACTOR", "IndexChoice", "choose_index",
+    "DEFAULT_MEMORY_BUDGET", "DISK_RERANK_K_FACTORS", "EXACT_MAX_DOCS", "REFINE_K_FACTOR", "RESIDENT_MARGIN", "RERANK_K_FACTOR", "IndexChoice", "choose_index",
     "default_nprobe", "estimate_bytes", "is_pq", "parse_bytes", "is_refine", "nlist_for", "nlist_for_refine", "refine_nprobe",
     "resident_bytes", "train_points_for",
 ]
