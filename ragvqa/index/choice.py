@@ -221,12 +221,13 @@ def nlist_for_refine(n: int) -> int:
 
 
 def refine_nprobe(nlist: int) -> int:
-    """Lists probed by the refine design: 1/32 of nlist, at least 16 (8192 -> 256).
+    """Lists probed by the refine design: 3/128 of nlist, at least 16 (8192 -> 192).
 
-    2M prefix of the 15.9M benchmark, 8192 lists: the true top-10 among 1280 first-level
-    candidates 0.854 / 0.901 / 0.915 at nprobe 128 / 256 / 512.
+    15.9M, SQ4 second code, disk re-rank k x 8, quiet 2-core box: recall@10 0.954 /
+    0.966 / 0.969 at nprobe 128 / 192 / 256 for 7.7 / 9.0 / 10.5 ms per query one at a
+    time (bench/RESULTS-index.md, 2026-11-30 session 4): 192 keeps under 10 ms.
     """
-    return max(1, min(nlist, max(16, nlist // 32)))
+    return max(1, min(nlist, max(16, nlist * 3 // 128)))
 
 
 def resident_bytes(choice: IndexChoice, n: int, dim: int) -> int:
@@ -300,9 +301,12 @@ def choose_index(n: int, dim: int, memory_budget_bytes: int | None = None) -> In
         factory = f"IVF{nlist}_HNSW{COARSE_HNSW_M},PQ{2 * base_bytes}x4fsr,Refine({refine})"
         if estimate_bytes(factory, n, dim) * RESIDENT_MARGIN <= resident_budget:
             rerank = DISK_RERANK_K_FACTORS.get(refine, DISK_RERANK_K_FACTOR)
+            # A weak second code cannot make 10 ms anyway (PQ96: 17-18 ms): recall first, 1/32 of
+            # the lists (15.9M, PQ96, k x 32 rows: 0.946 at nprobe 192, 0.951 at 256).
+            nprobe = refine_nprobe(nlist) if rerank <= DISK_RERANK_K_FACTOR else max(16, min(nlist, nlist // 32))
             return IndexChoice(
                 factory,
-                nprobe=refine_nprobe(nlist),
+                nprobe=nprobe,
                 reason=(f"{n} docs: float16 embeddings ({2 * dim * n / 1e9:.1f} GB) exceed the memory budget; "
                         f"IVF-PQ {base_bytes} B codes + in-memory {refine} refine codes ({code} B), {nlist} lists, "
                         f"exact re-rank of k x {rerank} rows read from disk"),
