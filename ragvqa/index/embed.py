@@ -67,6 +67,7 @@ from ragvqa.index.shards import (
     tokens_per_document,
     write_shard,
 )
+from ragvqa.kb.files import exclusive_lock
 from ragvqa.kb.layout import COMPLETE, IN_PROGRESS, KBDir, as_kb_dir
 from ragvqa.retriever.precision import compute_dtype
 
@@ -194,22 +195,17 @@ def _exclusive(kb_dir: str | Path | KBDir) -> Iterator[None]:
     The kernel drops the lock when the process dies, even by SIGKILL, so a
     crashed run never blocks the rerun.
     """
-    import fcntl
-
     kb = as_kb_dir(kb_dir)
     path = kb.embed_lock_path
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise KnowledgeBaseError(
-                f"another ragvqa embed is running on {kb.root} (it holds {path})",
-                hint="wait for it to finish, or stop it and rerun (the rerun resumes)",
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def busy() -> KnowledgeBaseError:
+        return KnowledgeBaseError(
+            f"another ragvqa embed is running on {kb.root} (it holds {path})",
+            hint="wait for it to finish, or stop it and rerun (the rerun resumes)",
+        )
+
+    with exclusive_lock(path, busy):
+        yield
 
 
 def _embed_locked(

@@ -45,7 +45,7 @@ from ragvqa.errors import KnowledgeBaseError
 from ragvqa.index.choice import ADD_CHUNK_ROWS, train_points_for
 from ragvqa.index.faiss_index import FaissIndex
 from ragvqa.index.faiss_lib import faiss_module
-from ragvqa.kb.files import atomic_path, atomic_write_json
+from ragvqa.kb.files import atomic_path, atomic_write_json, exclusive_lock
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,28 +80,24 @@ def build_lock(work_dir: Path) -> Iterator[None]:
     Raises:
         KnowledgeBaseError: another process is building in ``work_dir``.
     """
-    import fcntl
-
     path = lock_path(work_dir)
     key = str(path.resolve())
     if key in _HELD:  # build_index holds it around train_and_add: the same build, nested
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise KnowledgeBaseError(
-                f"another index build is running in {work_dir} (it holds {path})",
-                hint="wait for it to finish, or stop it and rerun (the rerun resumes from its last checkpoint)",
-            ) from None
+
+    def busy() -> KnowledgeBaseError:
+        return KnowledgeBaseError(
+            f"another index build is running in {work_dir} (it holds {path})",
+            hint="wait for it to finish, or stop it and rerun (the rerun resumes from its last checkpoint)",
+        )
+
+    with exclusive_lock(path, busy):
         _HELD.add(key)
         try:
             yield
         finally:
             _HELD.discard(key)
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _write_index(index: Any, path: Path) -> None:

@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,29 @@ def sha256_verified(path: Path) -> str:
         with contextlib.suppress(OSError):  # read-only KB: nothing remembered, nothing lost
             atomic_write_json(record_path, record)
     return digest
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: Callable[[], Exception]) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block.
+
+    Non-blocking: when another process holds it, ``busy()`` is raised at once.
+    The kernel drops the lock when its process dies, even by SIGKILL, so a
+    killed job never blocks its rerun. The file stays (unlinking a lock file
+    races with a process about to lock it).
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy() from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def canonical_digest(obj: Any) -> str:
