@@ -126,7 +126,8 @@ def sha256_verified(path: Path) -> str:
     if isinstance(entry, list) and len(entry) == 4 and entry[:3] == key and isinstance(entry[3], str):
         return entry[3]
     digest = sha256_file(path)
-    if [path.stat().st_size, path.stat().st_mtime_ns, path.stat().st_ino] == key:  # unchanged while hashing
+    after = path.stat()
+    if [after.st_size, after.st_mtime_ns, after.st_ino] == key:  # unchanged while hashing
         record[path.name] = [*key, digest]
         with contextlib.suppress(OSError):  # read-only KB: nothing remembered, nothing lost
             atomic_write_json(record_path, record)

@@ -15,7 +15,7 @@ leaves either the complete checkpoint or none; leftovers of a killed write
 are removed on the next save. The newest complete checkpoint is the one a
 rerun resumes from.
 
-The same weights always give the same file bytes (:func:`save_model`): the
+The same weights always give the same file bytes: the
 safetensors writer (0.8) puts the header's ``__metadata__`` keys in the
 random order of a Rust HashMap, different from one save to the next, so two
 files of bit-identical weights differed in their header about half the time;
@@ -85,14 +85,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def save_model(model: Any, directory: Path, tokenizer: Any = None) -> Path:
-    """The model (and tokenizer) as a ragvqa ReT-2 checkpoint dir, the same weights always the same bytes
-    (:func:`ragvqa.retriever.checkpoint.save_pretrained` writes a canonical safetensors header)."""
-    from ragvqa.retriever.checkpoint import save_pretrained
-
-    return save_pretrained(model, directory, tokenizer=tokenizer)
-
-
 def save_checkpoint(
     out_dir: Path,
     step: int,
@@ -115,7 +107,9 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".{final.name}.tmp"
     tmp.mkdir()
-    save_model(model, tmp, tokenizer)
+    from ragvqa.retriever.checkpoint import save_pretrained
+
+    save_pretrained(model, tmp, tokenizer=tokenizer)
     torch.save(trainer_state, tmp / TRAINER_STATE)
     (tmp / STATE_JSON).write_text(json.dumps({"step": step, **info}, indent=2, sort_keys=True) + "\n")
     _fsync_tree(tmp)

@@ -49,7 +49,6 @@ from ragvqa.training.checkpoints import (
     load_trainer_state,
     prune_checkpoints,
     save_checkpoint,
-    save_model,
 )
 from ragvqa.training.collate import Collator, to_device
 from ragvqa.training.config import TrainConfig
@@ -453,7 +452,9 @@ class Trainer:
         summary: dict[str, Any] = {}
         if env.is_main:
             self.model.eval()
-            save_model(self.model, self.out, self.tokenizer_files)
+            from ragvqa.retriever.checkpoint import save_pretrained
+
+            save_pretrained(self.model, self.out, tokenizer=self.tokenizer_files)
             records = read_metrics(self.out / METRICS_FILE)
             evals = [r for r in records if r.get("type") == "eval"]
             summary = {

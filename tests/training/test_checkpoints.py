@@ -4,7 +4,7 @@ The killed-run test (test_train.py) compares a resumed run's model.safetensors
 with an uninterrupted run's byte for byte. safetensors 0.8 writes the
 header's ``__metadata__`` keys in a Rust HashMap's random order, a new one
 for every save, so bit-identical weights came out as two different files
-about half the time (in or out of the whole suite); ``save_model`` writes the
+about half the time (in or out of the whole suite); ``save_pretrained`` writes the
 keys sorted.
 """
 
@@ -20,8 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ragvqa.errors import ModelError
-from ragvqa.retriever.checkpoint import canonical_safetensors_header
-from ragvqa.training.checkpoints import save_model
+from ragvqa.retriever.checkpoint import canonical_safetensors_header, save_pretrained
 
 
 def _header(path: Path) -> bytes:
@@ -44,7 +43,7 @@ def test_the_same_weights_save_to_the_same_bytes(tiny_model, tmp_path):
     # with a probability of about 1 in 2,000
     digests = set()
     for n in range(12):
-        directory = save_model(tiny_model, tmp_path / f"m{n}")
+        directory = save_pretrained(tiny_model, tmp_path / f"m{n}")
         digests.add(hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest())
     assert len(digests) == 1
     assert _header(tmp_path / "m0" / "model.safetensors").startswith(
